@@ -1,0 +1,35 @@
+"""The shared base of our blocks: load by environment name, else build from `RUNBOOK_*`."""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from prefect.blocks.core import Block
+from prefect.settings import PREFECT_API_URL
+
+from runbook.settings import Settings, get_settings
+
+
+class RunbookBlock(Block):
+    """A block that can also be built from the process's `RUNBOOK_*` settings."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    async def resolve(cls, name: str | None = None) -> Self:
+        """The saved block document `name` (default: the environment), else one from settings.
+
+        Without a configured Prefect API we never try to load (that would start a temporary
+        server just to find nothing).
+        """
+        settings = get_settings()
+        if PREFECT_API_URL.value():
+            try:
+                loaded: Any = await cls.aload(name or settings.environment)
+            except ValueError:
+                pass
+            else:
+                return loaded  # type: ignore[no-any-return]
+        return cls.from_settings(settings)

@@ -1,0 +1,46 @@
+"""Railway, the deploy platform: GraphQL at backboard.railway.com/graphql/v2."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+import httpx
+from pydantic import Field, SecretStr
+
+from blocks.base import RunbookBlock
+from runbook.settings import Settings
+
+
+class Railway(RunbookBlock):
+    """Token and ids of the Railway project/environment/service that runs the API."""
+
+    _block_type_name = "Runbook Railway"
+    _block_type_slug = "runbook-railway"
+
+    endpoint: str = "https://backboard.railway.com/graphql/v2"
+    token: SecretStr = Field(description="account/workspace token, or a project token")
+    token_kind: Literal["account", "project"] = "account"
+    project_id: str = ""
+    environment_id: str = ""
+    service_id: str = ""
+    timeout_s: float = Field(15.0, gt=0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Self:
+        return cls(
+            endpoint=settings.railway_endpoint,
+            token=settings.railway_token or SecretStr(""),
+            token_kind="project" if settings.railway_token_kind == "project" else "account",
+            project_id=settings.railway_project_id,
+            environment_id=settings.railway_environment_id,
+            service_id=settings.railway_service_id,
+        )
+
+    def auth_headers(self) -> dict[str, str]:
+        secret = self.token.get_secret_value()
+        if self.token_kind == "project":
+            return {"Project-Access-Token": secret}
+        return {"Authorization": f"Bearer {secret}"}
+
+    def get_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(headers=self.auth_headers(), timeout=self.timeout_s)

@@ -1,0 +1,1 @@
+"""Flows: one module per runbook section — check → decide → [approve] → act → verify."""

@@ -1,0 +1,84 @@
+"""Runbook section "Health Checks": service status, database and Redis.
+
+The reusable verify step of every other flow: it observes, it never changes anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import acreate_table_artifact
+
+from blocks.app_database import AppDatabase
+from blocks.app_redis import AppRedis
+from blocks.policy import Policy
+from blocks.support_api import SupportApi
+from runbook.domain import CheckResult, HealthReport
+from tasks import postgres, redis, support_api
+
+
+def _checks(
+    api: SupportApi, db: AppDatabase, cache: AppRedis, policy: Policy
+) -> list[tuple[Callable[..., Awaitable[CheckResult]], tuple[Any, ...]]]:
+    return [
+        (support_api.get_api_health, (api,)),
+        (support_api.get_api_readiness, (api,)),
+        (support_api.get_api_response_time, (api, policy)),
+        (postgres.get_pg_connections, (db, policy)),
+        (postgres.get_pg_connections_by_state, (db, policy)),
+        (postgres.get_pg_slow_queries, (db, policy)),
+        (postgres.get_pg_table_sizes, (db,)),
+        (redis.get_redis_ping, (cache,)),
+        (redis.get_redis_memory, (cache, policy)),
+        (redis.get_redis_keys, (cache,)),
+        (redis.get_redis_latency, (cache, policy)),
+    ]
+
+
+async def collect_health(
+    api: SupportApi, db: AppDatabase, cache: AppRedis, policy: Policy, *, as_tasks: bool = True
+) -> HealthReport:
+    """Run every check concurrently. `as_tasks=False` runs the plain functions (no Prefect API),
+    which is what `runbook check` does so that it answers in about a second at 3 AM."""
+    calls = [
+        (check if as_tasks else check.fn)(*args)  # type: ignore[attr-defined]
+        for check, args in _checks(api, db, cache, policy)
+    ]
+    results = await asyncio.gather(*calls)
+    return HealthReport(checks=tuple(results))
+
+
+async def load_targets() -> tuple[SupportApi, AppDatabase, AppRedis, Policy]:
+    """The environment's blocks (or `RUNBOOK_*` settings), loaded concurrently."""
+    api, db, cache, policy = await asyncio.gather(
+        SupportApi.resolve(), AppDatabase.resolve(), AppRedis.resolve(), Policy.resolve()
+    )
+    return api, db, cache, policy
+
+
+@flow(name="health-check", log_prints=False)
+async def health_check(dry_run: bool = False) -> HealthReport:
+    """Runbook "Health Checks": API /health, /health/ready and response time; Postgres
+    connections, states, slow statements, table sizes; Redis ping, memory, keys and latency.
+
+    Read-only (`dry_run` changes nothing because nothing is ever changed)."""
+    api, db, cache, policy = await load_targets()
+    report = await collect_health(api, db, cache, policy)
+    await acreate_table_artifact(
+        key="health-report",
+        table=[
+            {
+                "check": c.name,
+                "component": c.component,
+                "status": c.status.value,
+                "summary": c.summary,
+                "ms": round(c.duration_ms),
+            }
+            for c in report.checks
+        ],
+        description=f"Health report — overall **{report.status.value}**",
+    )
+    return report

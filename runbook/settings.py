@@ -1,0 +1,83 @@
+"""`RUNBOOK_*` environment variables: quick starts, the demo and the tests.
+
+Production keeps these values in Prefect Blocks (`runbook blocks configure --from-env` copies
+them there once). Every block falls back to these settings when no block document exists, so a
+first run needs nothing but environment variables — or nothing at all, against local defaults.
+
+Two kinds of state are deliberately separate:
+* ours — `RUNBOOK_OPS_DATABASE_URL` (ledger, alert inbox) and `RUNBOOK_REDIS_URL` (locks, dedupe);
+* the platform under watch — `RUNBOOK_APP_DATABASE_URL`, `RUNBOOK_APP_REDIS_URL`, the API, Railway …
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RUNBOOK_", extra="ignore")
+
+    environment: str = Field("default", description="block document name to load")
+
+    # our own state
+    ops_database_url: SecretStr | None = None
+    redis_url: SecretStr | None = None
+
+    # the support API under watch
+    api_url: str = "http://127.0.0.1:8000"
+    api_health_path: str = "/health"
+    api_ready_path: str = "/health/ready"
+    api_timeout_s: float = 5.0
+
+    # the platform's data stores
+    app_database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
+    app_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+    # Railway
+    railway_endpoint: str = "https://backboard.railway.com/graphql/v2"
+    railway_token: SecretStr | None = None
+    railway_token_kind: str = "account"
+    railway_project_id: str = ""
+    railway_environment_id: str = ""
+    railway_service_id: str = ""
+
+    # AWS RDS
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    rds_instance_id: str = "support-agent-db"
+
+    # LangSmith
+    langsmith_url: str = "https://api.smith.langchain.com"
+    langsmith_api_key: SecretStr | None = None
+    langsmith_project: str = "ecommerce-support-prod"
+
+    # status pages, name -> base URL (JSON in the environment)
+    status_pages: dict[str, str] = Field(
+        default_factory=lambda: {
+            "openai": "https://status.openai.com",
+            "shopify": "https://www.shopifystatus.com",
+            "gorgias": "https://status.gorgias.com",
+        }
+    )
+
+    # OpenAI-compatible probe
+    llm_base_url: str = "https://api.openai.com/v1"
+    llm_api_key: SecretStr | None = None
+    llm_primary_model: str = "gpt-4o"
+    llm_fallback_model: str = "gpt-4o-mini"
+
+    # notifications
+    slack_webhook_url: SecretStr | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_routing_key: SecretStr | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings (read once; tests call `get_settings.cache_clear()`)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Tasks: one module per external system; each task observes or changes exactly one thing."""

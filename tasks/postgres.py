@@ -1,0 +1,133 @@
+"""The platform's Postgres (runbook: Health Checks → Check Database, and §2/§4 diagnosis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from prefect import task
+
+from blocks.app_database import AppDatabase
+from blocks.policy import Policy
+from runbook.domain import CheckResult, Status, classify
+from tasks.observe import observe, result
+
+COMPONENT = "postgres"
+
+
+async def _rows(db: AppDatabase, sql: str) -> list[tuple[Any, ...]]:
+    async with await db.get_client() as conn, conn.cursor() as cur:
+        await cur.execute(sql)  # type: ignore[arg-type]  # constant SQL only
+        return await cur.fetchall()
+
+
+@task(name="get-pg-connections", task_run_name="get-pg-connections")
+async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
+    """Connection count against `max_connections` (runbook: `SELECT count(*) FROM pg_stat_activity`)."""
+    limit = policy.threshold("db_connections_pct")
+
+    async def probe() -> CheckResult:
+        rows = await _rows(
+            db,
+            "SELECT count(*), count(*) FILTER (WHERE backend_type = 'client backend'),"
+            " current_setting('max_connections')::int FROM pg_stat_activity",
+        )
+        total, clients, max_conn = rows[0]
+        pct = 100.0 * clients / max_conn
+        return result(
+            "pg_connections", COMPONENT, classify(pct, limit.warn, limit.critical),
+            f"{clients} client connections of {max_conn} ({pct:.0f} %)",
+            total=total, clients=clients, max_connections=max_conn, percent=round(pct, 1),
+        )
+
+    return await observe("pg_connections", COMPONENT, probe)
+
+
+@task(name="get-pg-connections-by-state", task_run_name="get-pg-connections-by-state")
+async def get_pg_connections_by_state(db: AppDatabase, policy: Policy) -> CheckResult:
+    """Client connections grouped by state; many `idle in transaction` ones hold the pool."""
+    limit = policy.threshold("idle_in_transaction")
+
+    async def probe() -> CheckResult:
+        rows = await _rows(
+            db,
+            "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC",
+        )
+        by_state = {str(state): int(n) for state, n in rows}
+        stuck = by_state.get("idle in transaction", 0) + by_state.get(
+            "idle in transaction (aborted)", 0
+        )
+        summary = ", ".join(f"{k}: {v}" for k, v in by_state.items()) or "no client sessions"
+        return result(
+            "pg_connections_by_state", COMPONENT, classify(stuck, limit.warn, limit.critical),
+            summary, by_state=by_state, idle_in_transaction=stuck,
+        )
+
+    return await observe("pg_connections_by_state", COMPONENT, probe)
+
+
+@task(name="get-pg-slow-queries", task_run_name="get-pg-slow-queries")
+async def get_pg_slow_queries(db: AppDatabase, policy: Policy) -> CheckResult:
+    """The ten statements with the highest mean time (`pg_stat_statements`, if installed)."""
+    limit = policy.threshold("slow_query_mean_ms")
+
+    async def probe() -> CheckResult:
+        async with await db.get_client() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT current_setting('server_version_num')::int,"
+                " EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')"
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            version, installed = row
+            if not installed:
+                return CheckResult.unavailable(
+                    "pg_slow_queries", COMPONENT,
+                    "pg_stat_statements is not installed in this database",
+                )
+            column = "mean_exec_time" if version >= 130000 else "mean_time"
+            try:
+                await cur.execute(
+                    f"SELECT query, calls, {column} FROM pg_stat_statements"  # noqa: S608
+                    f" ORDER BY {column} DESC LIMIT 10"
+                )
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                return CheckResult.unavailable(
+                    "pg_slow_queries", COMPONENT,
+                    "pg_stat_statements is installed but not in shared_preload_libraries",
+                )
+            rows = await cur.fetchall()
+        top = [
+            {"query": str(q)[:200], "calls": int(c), "mean_ms": round(float(m), 2)}
+            for q, c, m in rows
+        ]
+        worst = top[0]["mean_ms"] if top else 0.0
+        return result(
+            "pg_slow_queries", COMPONENT, classify(worst, limit.warn, limit.critical),
+            f"slowest mean {worst:.0f} ms" if top else "no statements recorded yet",
+            top=top,
+        )
+
+    return await observe("pg_slow_queries", COMPONENT, probe)
+
+
+@task(name="get-pg-table-sizes", task_run_name="get-pg-table-sizes")
+async def get_pg_table_sizes(db: AppDatabase) -> CheckResult:
+    """Largest tables by total size (informational: always ok when readable)."""
+
+    async def probe() -> CheckResult:
+        rows = await _rows(
+            db,
+            "SELECT relname, pg_total_relation_size(relid),"
+            " pg_size_pretty(pg_total_relation_size(relid))"
+            " FROM pg_catalog.pg_statio_user_tables"
+            " ORDER BY pg_total_relation_size(relid) DESC LIMIT 10",
+        )
+        tables = [{"table": str(n), "bytes": int(b), "size": str(p)} for n, b, p in rows]
+        summary = (
+            ", ".join(f"{t['table']} {t['size']}" for t in tables[:3]) if tables else "no tables"
+        )
+        return result("pg_table_sizes", COMPONENT, Status.OK, summary, tables=tables)
+
+    return await observe("pg_table_sizes", COMPONENT, probe)

@@ -1,0 +1,112 @@
+"""The support API's health endpoints (runbook: Health Checks → Check Service Status)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from prefect import task
+
+from blocks.policy import Policy
+from blocks.support_api import SupportApi
+from runbook.domain import CheckResult, Status, classify
+from tasks.observe import observe, result
+
+_HEALTHY_WORDS = {"ok", "healthy", "pass", "up", "ready"}
+
+
+def classify_health_response(name: str, response: httpx.Response) -> CheckResult:
+    """Judge one health answer: 5xx/4xx critical, unreadable body warn, unhealthy body critical."""
+    component = "api"
+    code = response.status_code
+    if code >= 400:
+        return result(name, component, Status.CRITICAL, f"HTTP {code}", http_status=code)
+    body: Any
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text.strip().lower()
+        if text in _HEALTHY_WORDS:
+            return result(name, component, Status.OK, f"HTTP {code} {text}", http_status=code)
+        return result(
+            name, component, Status.WARN,
+            f"HTTP {code} but the body is not a health document", http_status=code,
+        )
+    if not isinstance(body, dict):
+        return result(
+            name, component, Status.WARN,
+            f"HTTP {code} but the body is not a health document", http_status=code,
+        )
+    status_word = str(body.get("status", "ok")).lower()
+    failing = sorted(
+        key for key, value in body.items()
+        if key != "status" and isinstance(value, str)
+        and value.lower() not in _HEALTHY_WORDS
+        and value.lower() in {"error", "down", "fail", "failed", "unhealthy", "degraded"}
+    )
+    checks = body.get("checks")
+    if isinstance(checks, dict):
+        failing += sorted(
+            k for k, v in checks.items()
+            if str(v.get("status") if isinstance(v, dict) else v).lower() not in _HEALTHY_WORDS
+        )
+    if status_word not in _HEALTHY_WORDS or failing:
+        what = ", ".join(failing) if failing else status_word
+        return result(
+            name, component, Status.CRITICAL, f"HTTP {code}, unhealthy: {what}",
+            http_status=code, failing=failing,
+        )
+    return result(name, component, Status.OK, f"HTTP {code} {status_word}", http_status=code)
+
+
+async def _probe_endpoint(api: SupportApi, name: str, path: str) -> CheckResult:
+    async def probe() -> CheckResult:
+        async with api.get_client() as client:
+            try:
+                response = await client.get(path)
+            except httpx.TimeoutException:
+                return result(
+                    name, "api", Status.CRITICAL, f"no answer within {api.timeout_s:g} s"
+                )
+        return classify_health_response(name, response)
+
+    return await observe(name, "api", probe)
+
+
+@task(name="get-api-health", task_run_name="get-api-health")
+async def get_api_health(api: SupportApi) -> CheckResult:
+    """`GET /health`: is the API process up?"""
+    return await _probe_endpoint(api, "api_health", api.health_path)
+
+
+@task(name="get-api-readiness", task_run_name="get-api-readiness")
+async def get_api_readiness(api: SupportApi) -> CheckResult:
+    """`GET /health/ready`: can the API reach its database and Redis?"""
+    return await _probe_endpoint(api, "api_ready", api.ready_path)
+
+
+@task(name="get-api-response-time", task_run_name="get-api-response-time")
+async def get_api_response_time(api: SupportApi, policy: Policy) -> CheckResult:
+    """Time a `GET /health` round trip (the runbook's `curl -w` check)."""
+    limit = policy.threshold("health_response_s")
+
+    async def probe() -> CheckResult:
+        async with api.get_client() as client:
+            started = time.perf_counter()
+            try:
+                response = await client.get(api.health_path)
+            except httpx.TimeoutException:
+                return result(
+                    "api_response_time", "api", Status.CRITICAL,
+                    f"no answer within {api.timeout_s:g} s",
+                )
+            seconds = time.perf_counter() - started
+        status = classify(seconds, limit.warn, limit.critical)
+        return result(
+            "api_response_time", "api", status,
+            f"{seconds * 1000:.0f} ms (HTTP {response.status_code})",
+            seconds=round(seconds, 4), http_status=response.status_code,
+        )
+
+    return await observe("api_response_time", "api", probe)
