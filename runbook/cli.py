@@ -35,6 +35,11 @@ _STYLE = {
 }
 
 
+@app.callback()
+def root() -> None:
+    """Automated remediation of the support platform's operations runbook, on Prefect."""
+
+
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print one clear line to stderr and return the exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False)

@@ -1,0 +1,88 @@
+"""Test foundations: a real Prefect server per session, throwaway Postgres database, Redis db.
+
+PREFECT_HOME and friends are set here, before anything imports prefect.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="runbook-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_DIR / "prefect-home")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_API_URL"] = ""
+os.environ["RUNBOOK_RETRY_FAST"] = "1"
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+
+PG_ADMIN_URL = os.environ.get("RUNBOOK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE_URL = os.environ.get("RUNBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def _with_db(url: str, dbname: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + dbname
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL server, dropped at the end."""
+    name = f"runbook_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_db(PG_ADMIN_URL, name)
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis database number of our own on the local server, flushed before and after."""
+    import redis
+
+    url = f"{REDIS_BASE_URL}/13"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(session_dir: Path) -> Iterator[str]:
+    """A real Prefect server (SQLite, UI on) for the whole session; yields its base URL."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from runbook.prefect_server import LocalPrefectServer
+
+    server = LocalPrefectServer(session_dir / "server-home", ui=True)
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.url
+            _drain_prefect_workers()
+    finally:
+        os.environ["PREFECT_API_URL"] = ""
+        server.stop()
+
+
+def _drain_prefect_workers() -> None:
+    """Flush logs and events to the server before it stops (else exit hangs ~70 s)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
+    EventsWorker.drain_all(timeout=10)
