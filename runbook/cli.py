@@ -89,6 +89,26 @@ def check(
     raise typer.Exit(exit_code_for(report))
 
 
+@app.command()
+def intake(
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+    port: int = typer.Option(8080, help="port to bind"),
+) -> None:
+    """Serve the alert intake (webhooks from Alertmanager, Grafana, Sentry, PagerDuty, …)."""
+    from intake.cli import run
+
+    run(host, port)
+
+
+def _mount_subcommands() -> None:
+    from sandbox.cli import app as sandbox_app
+
+    app.add_typer(sandbox_app, name="sandbox")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     """Console-script entry point: no tracebacks for anything a user can cause."""
     try:

@@ -1,0 +1,1 @@
+"""Alert intake: authenticate → parse → route → dedupe → persist → dispatch."""
