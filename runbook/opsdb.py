@@ -1,0 +1,73 @@
+"""Our own database (ledger, alert inbox, outbox): connection and automatic migrations.
+
+`RUNBOOK_OPS_DATABASE_URL` if set, else the machine's PostgreSQL on 127.0.0.1:5432. Everything
+lives in the `runbook` schema. Migrations are the `runbook/migrations/NNN_name.sql` files, applied in
+order under an advisory lock (several intake copies and workers may start at once), each once.
+Numbering: 0xx safety core (ledger), 1xx intake.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from runbook.settings import get_settings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+_LOCK_ID = 0x52554E42  # "RUNB"
+
+
+def ops_database_url() -> str:
+    configured = get_settings().ops_database_url
+    return configured.get_secret_value() if configured else DEFAULT_URL
+
+
+def migration_files() -> list[Path]:
+    return sorted(MIGRATIONS.glob("[0-9][0-9][0-9]_*.sql"))
+
+
+async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
+    """Apply pending migrations; returns the names applied now. Safe to call concurrently."""
+    applied_now: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS runbook")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS runbook.schema_migrations"
+            " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        cur = await conn.execute("SELECT name FROM runbook.schema_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for path in migration_files():
+            if path.name in done:
+                continue
+            await conn.execute(path.read_text())  # type: ignore[arg-type]  # our own files
+            await conn.execute(
+                "INSERT INTO runbook.schema_migrations (name) VALUES (%s)", (path.name,)
+            )
+            applied_now.append(path.name)
+    return applied_now
+
+
+async def connect(url: str | None = None) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    """An autocommit connection to the ops database, migrated."""
+    conn = await psycopg.AsyncConnection.connect(
+        url or ops_database_url(), autocommit=True, connect_timeout=5
+    )
+    await migrate(conn)
+    return conn
+
+
+async def open_pool(url: str | None = None, *, max_size: int = 10) -> AsyncConnectionPool:
+    """A connection pool to the ops database (migrated before the pool opens)."""
+    target = url or ops_database_url()
+    conn = await connect(target)
+    await conn.close()
+    pool = AsyncConnectionPool(
+        target, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True}
+    )
+    await pool.open(wait=True, timeout=10)
+    return pool
