@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, Self
 
 import psycopg
 from pydantic import Field, SecretStr
@@ -25,7 +25,7 @@ class AppDatabase(RunbookBlock):
     def from_settings(cls, settings: Settings) -> Self:
         return cls(url=settings.app_database_url)
 
-    async def get_client(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    async def get_client(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         """An open autocommit connection with a statement timeout; the caller closes it."""
         return await psycopg.AsyncConnection.connect(
             self.url.get_secret_value(),

@@ -74,9 +74,7 @@ class Policy(RunbookBlock):
     auto_approve: bool = Field(False, description="e.g. staging: destructive acts need no human")
     approvers: list[str] = Field(default_factory=list)
     require_code: bool = True
-    two_person_actions: list[str] = Field(
-        default_factory=lambda: ["modify_db_instance_class"]
-    )
+    two_person_actions: list[str] = Field(default_factory=lambda: ["modify_db_instance_class"])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:

@@ -6,6 +6,7 @@ The reusable verify step of every other flow: it observes, it never changes anyt
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,8 +48,10 @@ async def collect_health(
         (check if as_tasks else check.fn)(*args)  # type: ignore[attr-defined]
         for check, args in _checks(api, db, cache, policy)
     ]
+    started = time.perf_counter()
     results = await asyncio.gather(*calls)
-    return HealthReport(checks=tuple(results))
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+    return HealthReport(checks=tuple(results), elapsed_ms=elapsed_ms)
 
 
 async def load_targets() -> tuple[SupportApi, AppDatabase, AppRedis, Policy]:
@@ -79,6 +82,9 @@ async def health_check(dry_run: bool = False) -> HealthReport:
             }
             for c in report.checks
         ],
-        description=f"Health report — overall **{report.status.value}**",
+        description=(
+            f"Health report — overall **{report.status.value}**,"
+            f" {len(report.checks)} checks in {report.elapsed_ms:.0f} ms"
+        ),
     )
     return report

@@ -62,7 +62,10 @@ class CheckResult(BaseModel):
     @classmethod
     def unavailable(cls, name: str, component: str, reason: str, **details: Any) -> CheckResult:
         return cls(
-            name=name, component=component, status=Status.UNAVAILABLE, summary=reason,
+            name=name,
+            component=component,
+            status=Status.UNAVAILABLE,
+            summary=reason,
             details=details,
         )
 
@@ -73,6 +76,7 @@ class HealthReport(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     checks: tuple[CheckResult, ...]
+    elapsed_ms: float = 0.0
     taken_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -92,7 +96,7 @@ class HealthReport(BaseModel):
         lines = [
             f"## Health report — overall **{self.status.value}**",
             "",
-            f"Taken at {self.taken_at.isoformat(timespec='seconds')}",
+            f"Taken at {self.taken_at.isoformat(timespec='seconds')} in {self.elapsed_ms:.0f} ms",
             "",
             "| check | component | status | summary | ms |",
             "|---|---|---|---|---|",

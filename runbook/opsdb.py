@@ -1,7 +1,7 @@
 """Our own database (ledger, alert inbox, outbox): connection and automatic migrations.
 
 `RUNBOOK_OPS_DATABASE_URL` if set, else the machine's PostgreSQL on 127.0.0.1:5432. Everything
-lives in the `runbook` schema. Migrations are the `runbook/migrations/NNN_name.sql` files, applied in
+lives in the `runbook` schema. Migrations are `runbook/migrations/NNN_name.sql`, applied in
 order under an advisory lock (several intake copies and workers may start at once), each once.
 Numbering: 0xx safety core (ledger), 1xx intake.
 """
@@ -9,6 +9,7 @@ Numbering: 0xx safety core (ledger), 1xx intake.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -29,7 +30,7 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS.glob("[0-9][0-9][0-9]_*.sql"))
 
 
-async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str]:
+async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[str]:
     """Apply pending migrations; returns the names applied now. Safe to call concurrently."""
     applied_now: list[str] = []
     async with conn.transaction():
@@ -52,7 +53,7 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[str
     return applied_now
 
 
-async def connect(url: str | None = None) -> psycopg.AsyncConnection[tuple[object, ...]]:
+async def connect(url: str | None = None) -> psycopg.AsyncConnection[tuple[Any, ...]]:
     """An autocommit connection to the ops database, migrated."""
     conn = await psycopg.AsyncConnection.connect(
         url or ops_database_url(), autocommit=True, connect_timeout=5

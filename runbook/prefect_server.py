@@ -105,11 +105,22 @@ class LocalPrefectServer:
         log = (self.home / "server.log").open("ab")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "uvicorn", "--factory",
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
                 "prefect.server.api.server:create_app",
-                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
             ],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -16,15 +16,39 @@ import httpx
 from runbook.domain import CheckResult, Status
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line, secret-free reason for a failed observation."""
-    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError | TimeoutError):
-        return "timed out"
+    chain = _chain(exc)
+    lines = str(exc).strip().splitlines()
+    detail = lines[0][:200] if lines else type(exc).__name__
+    text = " ".join(str(e) for e in chain).lower()
+    if (
+        any(isinstance(e, ConnectionRefusedError) for e in chain)
+        or "refused" in text
+        or ("error 111" in text)
+    ):
+        return f"connection refused ({detail})"
+    if (
+        any(
+            isinstance(e, httpx.TimeoutException | asyncio.TimeoutError | TimeoutError)
+            for e in chain
+        )
+        or "timeout" in text
+        or "timed out" in text
+    ):
+        return f"timed out ({detail})"
     if isinstance(exc, httpx.ConnectError):
-        return "connection refused or host unreachable"
-    text = str(exc).strip().splitlines()
-    reason = text[0][:200] if text else type(exc).__name__
-    return f"{type(exc).__name__}: {reason}"
+        return f"cannot connect ({detail})"
+    return f"{type(exc).__name__}: {detail}"
 
 
 async def observe(

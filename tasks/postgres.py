@@ -23,7 +23,7 @@ async def _rows(db: AppDatabase, sql: str) -> list[tuple[Any, ...]]:
 
 @task(name="get-pg-connections", task_run_name="get-pg-connections")
 async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
-    """Connection count against `max_connections` (runbook: `SELECT count(*) FROM pg_stat_activity`)."""
+    """Connections against `max_connections` (runbook: `SELECT count(*) FROM pg_stat_activity`)."""
     limit = policy.threshold("db_connections_pct")
 
     async def probe() -> CheckResult:
@@ -35,9 +35,14 @@ async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
         total, clients, max_conn = rows[0]
         pct = 100.0 * clients / max_conn
         return result(
-            "pg_connections", COMPONENT, classify(pct, limit.warn, limit.critical),
+            "pg_connections",
+            COMPONENT,
+            classify(pct, limit.warn, limit.critical),
             f"{clients} client connections of {max_conn} ({pct:.0f} %)",
-            total=total, clients=clients, max_connections=max_conn, percent=round(pct, 1),
+            total=total,
+            clients=clients,
+            max_connections=max_conn,
+            percent=round(pct, 1),
         )
 
     return await observe("pg_connections", COMPONENT, probe)
@@ -60,8 +65,12 @@ async def get_pg_connections_by_state(db: AppDatabase, policy: Policy) -> CheckR
         )
         summary = ", ".join(f"{k}: {v}" for k, v in by_state.items()) or "no client sessions"
         return result(
-            "pg_connections_by_state", COMPONENT, classify(stuck, limit.warn, limit.critical),
-            summary, by_state=by_state, idle_in_transaction=stuck,
+            "pg_connections_by_state",
+            COMPONENT,
+            classify(stuck, limit.warn, limit.critical),
+            summary,
+            by_state=by_state,
+            idle_in_transaction=stuck,
         )
 
     return await observe("pg_connections_by_state", COMPONENT, probe)
@@ -83,28 +92,34 @@ async def get_pg_slow_queries(db: AppDatabase, policy: Policy) -> CheckResult:
             version, installed = row
             if not installed:
                 return CheckResult.unavailable(
-                    "pg_slow_queries", COMPONENT,
+                    "pg_slow_queries",
+                    COMPONENT,
                     "pg_stat_statements is not installed in this database",
+                    optional=True,
                 )
             column = "mean_exec_time" if version >= 130000 else "mean_time"
             try:
                 await cur.execute(
-                    f"SELECT query, calls, {column} FROM pg_stat_statements"  # noqa: S608
+                    f"SELECT query, calls, {column} FROM pg_stat_statements"
                     f" ORDER BY {column} DESC LIMIT 10"
                 )
             except psycopg.errors.ObjectNotInPrerequisiteState:
                 return CheckResult.unavailable(
-                    "pg_slow_queries", COMPONENT,
+                    "pg_slow_queries",
+                    COMPONENT,
                     "pg_stat_statements is installed but not in shared_preload_libraries",
+                    optional=True,
                 )
             rows = await cur.fetchall()
-        top = [
+        top: list[dict[str, Any]] = [
             {"query": str(q)[:200], "calls": int(c), "mean_ms": round(float(m), 2)}
             for q, c, m in rows
         ]
-        worst = top[0]["mean_ms"] if top else 0.0
+        worst = float(top[0]["mean_ms"]) if top else 0.0
         return result(
-            "pg_slow_queries", COMPONENT, classify(worst, limit.warn, limit.critical),
+            "pg_slow_queries",
+            COMPONENT,
+            classify(worst, limit.warn, limit.critical),
             f"slowest mean {worst:.0f} ms" if top else "no statements recorded yet",
             top=top,
         )

@@ -46,13 +46,20 @@ async def get_redis_memory(cache: AppRedis, policy: Policy) -> CheckResult:
         }
         if maximum <= 0:
             return result(
-                "redis_memory", COMPONENT, Status.OK,
-                f"{info.get('used_memory_human')} used, no maxmemory set", **details,
+                "redis_memory",
+                COMPONENT,
+                Status.OK,
+                f"{info.get('used_memory_human')} used, no maxmemory set",
+                **details,
             )
         pct = 100.0 * used / maximum
         return result(
-            "redis_memory", COMPONENT, classify(pct, limit.warn, limit.critical),
-            f"{pct:.0f} % of maxmemory", percent=round(pct, 1), **details,
+            "redis_memory",
+            COMPONENT,
+            classify(pct, limit.warn, limit.critical),
+            f"{pct:.0f} % of maxmemory",
+            percent=round(pct, 1),
+            **details,
         )
 
     return await observe("redis_memory", COMPONENT, probe)
@@ -85,9 +92,13 @@ async def get_redis_latency(cache: AppRedis, policy: Policy, samples: int = 20) 
                 times.append((time.perf_counter() - started) * 1000)
         avg = statistics.fmean(times)
         return result(
-            "redis_latency", COMPONENT, classify(avg, limit.warn, limit.critical),
+            "redis_latency",
+            COMPONENT,
+            classify(avg, limit.warn, limit.critical),
             f"avg {avg:.2f} ms, max {max(times):.2f} ms over {samples} PINGs",
-            min_ms=round(min(times), 3), avg_ms=round(avg, 3), max_ms=round(max(times), 3),
+            min_ms=round(min(times), 3),
+            avg_ms=round(avg, 3),
+            max_ms=round(max(times), 3),
         )
 
     return await observe("redis_latency", COMPONENT, probe)

@@ -30,32 +30,45 @@ def classify_health_response(name: str, response: httpx.Response) -> CheckResult
         if text in _HEALTHY_WORDS:
             return result(name, component, Status.OK, f"HTTP {code} {text}", http_status=code)
         return result(
-            name, component, Status.WARN,
-            f"HTTP {code} but the body is not a health document", http_status=code,
+            name,
+            component,
+            Status.WARN,
+            f"HTTP {code} but the body is not a health document",
+            http_status=code,
         )
     if not isinstance(body, dict):
         return result(
-            name, component, Status.WARN,
-            f"HTTP {code} but the body is not a health document", http_status=code,
+            name,
+            component,
+            Status.WARN,
+            f"HTTP {code} but the body is not a health document",
+            http_status=code,
         )
     status_word = str(body.get("status", "ok")).lower()
     failing = sorted(
-        key for key, value in body.items()
-        if key != "status" and isinstance(value, str)
+        key
+        for key, value in body.items()
+        if key != "status"
+        and isinstance(value, str)
         and value.lower() not in _HEALTHY_WORDS
         and value.lower() in {"error", "down", "fail", "failed", "unhealthy", "degraded"}
     )
     checks = body.get("checks")
     if isinstance(checks, dict):
         failing += sorted(
-            k for k, v in checks.items()
+            k
+            for k, v in checks.items()
             if str(v.get("status") if isinstance(v, dict) else v).lower() not in _HEALTHY_WORDS
         )
     if status_word not in _HEALTHY_WORDS or failing:
         what = ", ".join(failing) if failing else status_word
         return result(
-            name, component, Status.CRITICAL, f"HTTP {code}, unhealthy: {what}",
-            http_status=code, failing=failing,
+            name,
+            component,
+            Status.CRITICAL,
+            f"HTTP {code}, unhealthy: {what}",
+            http_status=code,
+            failing=failing,
         )
     return result(name, component, Status.OK, f"HTTP {code} {status_word}", http_status=code)
 
@@ -66,9 +79,7 @@ async def _probe_endpoint(api: SupportApi, name: str, path: str) -> CheckResult:
             try:
                 response = await client.get(path)
             except httpx.TimeoutException:
-                return result(
-                    name, "api", Status.CRITICAL, f"no answer within {api.timeout_s:g} s"
-                )
+                return result(name, "api", Status.CRITICAL, f"no answer within {api.timeout_s:g} s")
         return classify_health_response(name, response)
 
     return await observe(name, "api", probe)
@@ -98,15 +109,20 @@ async def get_api_response_time(api: SupportApi, policy: Policy) -> CheckResult:
                 response = await client.get(api.health_path)
             except httpx.TimeoutException:
                 return result(
-                    "api_response_time", "api", Status.CRITICAL,
+                    "api_response_time",
+                    "api",
+                    Status.CRITICAL,
                     f"no answer within {api.timeout_s:g} s",
                 )
             seconds = time.perf_counter() - started
         status = classify(seconds, limit.warn, limit.critical)
         return result(
-            "api_response_time", "api", status,
+            "api_response_time",
+            "api",
+            status,
             f"{seconds * 1000:.0f} ms (HTTP {response.status_code})",
-            seconds=round(seconds, 4), http_status=response.status_code,
+            seconds=round(seconds, 4),
+            http_status=response.status_code,
         )
 
     return await observe("api_response_time", "api", probe)

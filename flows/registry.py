@@ -1,0 +1,22 @@
+"""Which flow answers to which name (the names the Prefect UI, `runbook run` and intake use)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# flow name -> "module:function"; imported lazily so the CLI starts fast
+FLOWS: dict[str, str] = {
+    "health-check": "flows.health:health_check",
+}
+
+
+def load_flow(name: str) -> Any:
+    """The flow object for `name`; KeyError names the known flows."""
+    try:
+        target = FLOWS[name]
+    except KeyError:
+        known = ", ".join(sorted(FLOWS))
+        raise KeyError(f"unknown flow {name!r}; known flows: {known}") from None
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
