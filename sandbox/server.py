@@ -1,0 +1,404 @@
+"""The sandbox process: data stores, proxies, moto, one uvicorn server on three loopback ports.
+
+    api port     the support API (RUNBOOK_API_URL)
+    fakes port   /graphql/v2 (Railway), /openai/v1, /langsmith, /status/{name}, /slack, /pagerduty,
+                 /control (state, inject, clear, journal, sinks, shutdown)
+    aws port     the RDS layer in front of moto (moto itself listens on a private port)
+    pg / redis   TCP proxies the API's database and Redis traffic goes through
+
+Run as `python -m sandbox.server CONFIG.json`; when everything answers it writes
+`ready.json` (pid, env) next to the config. SIGTERM or `POST /control/shutdown` stop it cleanly:
+the sandbox database is dropped and embedded servers it started are stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import uvicorn
+from psycopg import sql
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from runbook import embedded
+from sandbox.langsmith import LangSmithApi
+from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
+from sandbox.proxy import TcpProxy
+from sandbox.railway import RailwayApi
+from sandbox.rds import RdsFront, create_instance
+from sandbox.support_api import SupportApi
+from sandbox.vendors import OpenAi, Sinks, StatusPages
+
+SECRETS = {
+    "railway_token": "rw-sbx-7f3a9c2e51d84b6f0a2c",
+    "aws_access_key_id": "AKIASBX7Q2M4X9ZK3TPL",
+    "aws_secret_access_key": "sbx-aws-secret-3e8c1f0a9b7d4e2c6a5f",
+    "langsmith_api_key": "lsv2_sbx_91c4e7a2b3d84f6e5a7c",
+    "llm_api_key": "sk-sbx-5d2f8a1c9e7b4a3d6f1e",
+    "slack_path": "/slack/services/T0SBX4/B0SBX7/sbxhook4c8e2a9f71d3b5e6",
+    "pagerduty_routing_key": "sbx0e6f3b9a2c7d41f58e1a9b3c7d2e4",
+}
+
+
+def bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def with_db(url: str, dbname: str, host: str | None = None, port: int | None = None) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if host is not None:
+        creds = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
+        netloc = f"{creds}{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, f"/{dbname}", parts.query, ""))
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:  # we install our own handlers
+        yield
+
+
+class Sandbox:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.data_dir = Path(config["data_dir"])
+        self.ports = config["ports"]
+        self.sandbox_id = uuid.uuid4().hex[:8]
+        self.dbname = f"runbook_sandbox_{self.sandbox_id}"
+        self.server: _Server | None = None
+        self.moto: Any = None
+        self.env: dict[str, str] = {}
+
+    # -- start ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        c, ports = self.config, self.ports
+        moto_started = asyncio.create_task(asyncio.to_thread(self._start_moto))
+        pg_server = await asyncio.to_thread(
+            embedded.postgres_url, c.get("database_url"), self.data_dir / "postgres"
+        )
+        redis_server = await asyncio.to_thread(
+            embedded.redis_url, c.get("redis_url"), self.data_dir / "redis"
+        )
+        self.admin_url = pg_server
+        await self._create_database(pg_server)
+        direct = with_db(pg_server, self.dbname)
+        pg_parts, redis_parts = urlsplit(pg_server), urlsplit(redis_server)
+        self.pg_proxy = TcpProxy(
+            ports["pg"], pg_parts.hostname or "127.0.0.1", pg_parts.port or 5432
+        )
+        self.redis_proxy = TcpProxy(
+            ports["redis"], redis_parts.hostname or "127.0.0.1", redis_parts.port or 6379
+        )
+        await self.pg_proxy.start()
+        await self.redis_proxy.start()
+        api_db = with_db(pg_server, self.dbname, "127.0.0.1", ports["pg"])
+        redis_db = (redis_parts.path or "/0").lstrip("/") or "0"
+        api_redis = f"redis://127.0.0.1:{ports['redis']}/{redis_db}"
+
+        fakes = f"http://127.0.0.1:{ports['fakes']}"
+        platform_config = {
+            "primary_model": c.get("primary_model", "gpt-4o"),
+            "fallback_model": c.get("fallback_model", "gpt-4o-mini"),
+            "railway_project_id": "prj-sbx-support",
+            "railway_environment_id": "env-sbx-production",
+            "railway_service_id": "svc-sbx-api",
+            "llm_api_key": SECRETS["llm_api_key"],
+            "langsmith_project_id": f"ls-{self.sandbox_id}",
+        }
+        self.platform = p = Platform(platform_config)
+        from sandbox.appdb import prepare
+
+        await prepare(direct, p.primary_model)
+        self.api = SupportApi(
+            p,
+            api_db_url=api_db,
+            direct_db_url=direct,
+            api_redis_url=api_redis,
+            pg_proxy=self.pg_proxy,
+            redis_proxy=self.redis_proxy,
+            traffic_rps=float(c.get("traffic_rps", 8.0)),
+        )
+        _seed_runs(p)
+        await moto_started
+        self.rds = RdsFront(
+            p,
+            f"http://127.0.0.1:{ports['moto']}",
+            c.get("rds_instance_id", "support-agent-db"),
+            float(c.get("rds_transition_s", 3.0)),
+            on_failover=lambda: p.cure("db-down"),
+        )
+        self.railway = RailwayApi(p, SECRETS["railway_token"], int(c.get("railway_rps", 50)))
+        langsmith_project = c.get("langsmith_project", "ecommerce-support-prod")
+        self.langsmith = LangSmithApi(
+            p,
+            SECRETS["langsmith_api_key"],
+            langsmith_project,
+            platform_config["langsmith_project_id"],
+        )
+        self.env = {
+            "RUNBOOK_API_URL": f"http://127.0.0.1:{ports['api']}",
+            "RUNBOOK_APP_DATABASE_URL": api_db,
+            "RUNBOOK_APP_REDIS_URL": api_redis,
+            "RUNBOOK_RAILWAY_ENDPOINT": f"{fakes}/graphql/v2",
+            "RUNBOOK_RAILWAY_TOKEN": SECRETS["railway_token"],
+            "RUNBOOK_RAILWAY_PROJECT_ID": platform_config["railway_project_id"],
+            "RUNBOOK_RAILWAY_ENVIRONMENT_ID": platform_config["railway_environment_id"],
+            "RUNBOOK_RAILWAY_SERVICE_ID": platform_config["railway_service_id"],
+            "RUNBOOK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['aws']}",
+            "RUNBOOK_AWS_REGION": "us-east-1",
+            "RUNBOOK_AWS_ACCESS_KEY_ID": SECRETS["aws_access_key_id"],
+            "RUNBOOK_AWS_SECRET_ACCESS_KEY": SECRETS["aws_secret_access_key"],
+            "RUNBOOK_RDS_INSTANCE_ID": self.rds.instance_id,
+            "RUNBOOK_LANGSMITH_URL": f"{fakes}/langsmith",
+            "RUNBOOK_LANGSMITH_API_KEY": SECRETS["langsmith_api_key"],
+            "RUNBOOK_LANGSMITH_PROJECT": langsmith_project,
+            "RUNBOOK_STATUS_PAGES": json.dumps(
+                {n: f"{fakes}/status/{n}" for n in ("openai", "shopify", "gorgias")}
+            ),
+            "RUNBOOK_LLM_BASE_URL": f"{fakes}/openai/v1",
+            "RUNBOOK_LLM_API_KEY": SECRETS["llm_api_key"],
+            "RUNBOOK_LLM_PRIMARY_MODEL": p.primary_model,
+            "RUNBOOK_LLM_FALLBACK_MODEL": p.fallback_model,
+            "RUNBOOK_SLACK_WEBHOOK_URL": f"{fakes}{SECRETS['slack_path']}",
+            "RUNBOOK_PAGERDUTY_EVENTS_URL": f"{fakes}/pagerduty/v2/enqueue",
+            "RUNBOOK_PAGERDUTY_ROUTING_KEY": SECRETS["pagerduty_routing_key"],
+            "RUNBOOK_SANDBOX_CONTROL_URL": f"{fakes}/control",
+        }
+        await self.api.start()
+
+    def _start_moto(self) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from moto.server import ThreadedMotoServer
+
+        self.moto = ThreadedMotoServer(
+            ip_address="127.0.0.1", port=self.ports["moto"], verbose=False
+        )
+        self.moto.start()
+        create_instance(
+            f"http://127.0.0.1:{self.ports['moto']}",
+            "us-east-1",
+            SECRETS["aws_access_key_id"],
+            SECRETS["aws_secret_access_key"],
+            self.config.get("rds_instance_id", "support-agent-db"),
+        )
+
+    async def _create_database(self, server_url: str) -> None:
+        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as conn:
+            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def apps(self) -> dict[int, Starlette]:
+        api = Starlette(
+            routes=[
+                Route("/health", self.api.health),
+                Route("/health/ready", self.api.ready),
+                Route("/v1/chat", self.api.chat, methods=["POST"]),
+            ]
+        )
+        vendors = StatusPages(self.platform)
+        openai = OpenAi(self.platform, SECRETS["llm_api_key"])
+        sinks = Sinks(self.platform, SECRETS["slack_path"], SECRETS["pagerduty_routing_key"])
+        fakes = Starlette(
+            routes=[
+                Route("/graphql/v2", self.railway.handle, methods=["POST"]),
+                Route("/openai/v1/chat/completions", openai.completions, methods=["POST"]),
+                Route("/openai/v1/models", openai.models),
+                Route("/langsmith/api/v1/sessions", self.langsmith.sessions),
+                Route("/langsmith/api/v1/runs/query", self.langsmith.query, methods=["POST"]),
+                Route("/langsmith/api/v2/runs/query", self.langsmith.query, methods=["POST"]),
+                Route("/status/{name}/api/v2/{what:path}", vendors.handle),
+                Route("/slack/services/{rest:path}", sinks.slack, methods=["POST"]),
+                Route("/pagerduty/v2/enqueue", sinks.pagerduty, methods=["POST"]),
+                Route("/control/state", self.control_state),
+                Route("/control/journal", self.control_journal),
+                Route("/control/sinks/{name}", self.control_sink),
+                Route("/control/inject", self.control_inject, methods=["POST"]),
+                Route("/control/clear", self.control_clear, methods=["POST"]),
+                Route("/control/shutdown", self.control_shutdown, methods=["POST"]),
+            ]
+        )
+        aws = Starlette(routes=[Route("/{path:path}", self.rds.handle, methods=["GET", "POST"])])
+        return {self.ports["api"]: api, self.ports["fakes"]: fakes, self.ports["aws"]: aws}
+
+    def state(self) -> dict[str, Any]:
+        return self.platform.snapshot(
+            {
+                "rds": self.rds.snapshot(),
+                "sandbox_id": self.sandbox_id,
+                "db_pool_held": len(self.api.hog.held),
+                "slow_queries": len(self.api.slow.conns),
+                "proxies": {"postgres": self.pg_proxy.mode, "redis": self.redis_proxy.mode},
+            }
+        )
+
+    async def control_state(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.state())
+
+    async def control_journal(self, request: Request) -> JSONResponse:
+        return JSONResponse(self.platform.journal)
+
+    async def control_sink(self, request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        if name not in self.platform.sinks:
+            return JSONResponse({"error": f"unknown sink {name!r} (slack, pagerduty)"}, 404)
+        return JSONResponse(self.platform.sinks[name])
+
+    async def control_inject(self, request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+        except ValueError as exc:
+            return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
+        fault, seconds, target = body.get("fault"), body.get("seconds"), body.get("target")
+        if fault not in FAULTS:
+            return JSONResponse(
+                {"error": f"unknown fault {fault!r}; known: {', '.join(FAULTS)}"}, 422
+            )
+        if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
+            return JSONResponse({"error": "seconds must be a positive number"}, 422)
+        if target is not None and (
+            fault != "integration-outage" or target not in INTEGRATION_TARGETS
+        ):
+            return JSONResponse(
+                {"error": "target applies to integration-outage only: shopify or gorgias"}, 422
+            )
+        if self.platform.active(fault):
+            self.platform.clear(fault)
+            await asyncio.sleep(0.05)
+        self.platform.inject(fault, seconds, target)
+        await self.api.apply(fault)
+        return JSONResponse(self.state())
+
+    async def control_clear(self, request: Request) -> JSONResponse:
+        raw = await request.body()
+        fault = None
+        if raw.strip():
+            try:
+                body = json.loads(raw)
+                fault = body.get("fault") if isinstance(body, dict) else None
+            except ValueError as exc:
+                return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
+            if fault is not None and fault not in FAULTS:
+                return JSONResponse({"error": f"unknown fault {fault!r}"}, 422)
+        cleared = self.platform.clear(fault)
+        await asyncio.sleep(0.1)  # let undo tasks run
+        return JSONResponse({"cleared": cleared, **self.state()})
+
+    async def control_shutdown(self, request: Request) -> JSONResponse:
+        if self.server is not None:
+            self.server.should_exit = True
+        return JSONResponse({"stopping": True})
+
+    # -- run / stop -----------------------------------------------------------------------------
+    async def serve(self, ready_file: Path | None) -> None:
+        apps = self.apps()
+
+        async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+            port = (scope.get("server") or ("", 0))[1]
+            await apps[port](scope, receive, send)
+
+        sockets = [bind(p) for p in apps]
+        config = uvicorn.Config(dispatch, log_level="warning", lifespan="off", access_log=False)
+        self.server = _Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_exit)
+        serving = asyncio.create_task(self.server.serve(sockets=sockets))
+        while not self.server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if ready_file is not None and not serving.done():
+            tmp = ready_file.with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {"pid": os.getpid(), "env": self.env, "ports": self.ports, "started": now()}
+                )
+            )
+            tmp.replace(ready_file)
+        await serving
+
+    def _request_exit(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def stop(self) -> None:
+        if hasattr(self, "api"):
+            with contextlib.suppress(Exception):
+                await self.api.stop()
+        for proxy in (getattr(self, "pg_proxy", None), getattr(self, "redis_proxy", None)):
+            if proxy is not None:
+                await proxy.stop()
+        if self.moto is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.moto.stop)
+        with contextlib.suppress(Exception):
+            async with await psycopg.AsyncConnection.connect(
+                getattr(self, "admin_url", ""), autocommit=True
+            ) as conn:
+                await conn.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(self.dbname)
+                    )
+                )
+        embedded.stop_embedded()
+
+
+def _seed_runs(p: Platform) -> None:
+    """An hour of healthy LangSmith history, one trace every ~6 s."""
+    start = now() - 3600
+    for i in range(600):
+        outcome = p.simulate_chat()
+        if outcome.error:
+            continue
+        p.record_chat(outcome, start + i * 6, 200)
+    p.logs.clear()
+    p.http_logs.clear()
+
+
+async def amain(config_path: Path, config: dict[str, Any]) -> int:
+    sandbox = Sandbox(config)
+    ready_file = config_path.with_name("ready.json")
+    started = time.perf_counter()
+    try:
+        await sandbox.start()
+        print(f"sandbox ready in {time.perf_counter() - started:.2f} s", file=sys.stderr)
+        await sandbox.serve(ready_file)
+    finally:
+        ready_file.unlink(missing_ok=True)
+        await sandbox.stop()
+    return 0
+
+
+def main() -> None:
+    if len(sys.argv) != 2:
+        print("usage: python -m sandbox.server CONFIG.json", file=sys.stderr)
+        raise SystemExit(64)
+    path = Path(sys.argv[1])
+    raise SystemExit(asyncio.run(amain(path, json.loads(path.read_text()))))
+
+
+if __name__ == "__main__":
+    main()

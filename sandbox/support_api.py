@@ -1,0 +1,269 @@
+"""The simulated support API (`/health`, `/health/ready`, `POST /v1/chat`), its traffic generator,
+and the real side effects of the data-store faults.
+
+The API reaches Postgres and Redis only through the sandbox's TCP proxies, with a psycopg pool of
+`DATABASE_POOL_SIZE` connections — so `db-down`, `redis-slow` and `db-pool-exhausted` are felt
+exactly as a real service would feel them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from psycopg_pool import AsyncConnectionPool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from sandbox.appdb import PoolHog, SlowQueries, TrafficWriter
+from sandbox.platform import ChatOutcome, Platform, now
+from sandbox.proxy import TcpProxy
+
+REDIS_DELAY_S = 0.15
+SLOW_QUERY_LATENCY_S = 2.5
+REDIS_SLOW_LATENCY_S = 0.6
+TIME_SCALE = 0.25  # a chat answered over HTTP sleeps this share of its simulated latency
+
+
+class SupportApi:
+    def __init__(
+        self,
+        platform: Platform,
+        *,
+        api_db_url: str,
+        direct_db_url: str,
+        api_redis_url: str,
+        pg_proxy: TcpProxy,
+        redis_proxy: TcpProxy,
+        traffic_rps: float,
+    ) -> None:
+        self.p = platform
+        self.api_db_url = api_db_url
+        self.pg_proxy = pg_proxy
+        self.redis_proxy = redis_proxy
+        self.traffic_rps = traffic_rps
+        self.pool: AsyncConnectionPool[Any] = self._new_pool()
+        self.redis = aioredis.Redis.from_url(
+            api_redis_url, socket_timeout=1.0, socket_connect_timeout=1.0
+        )
+        self.writer = TrafficWriter(direct_db_url)
+        self.hog = PoolHog()
+        self.slow = SlowQueries(direct_db_url)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
+        platform.listeners.append(self._on_event)
+
+    @property
+    def pool_size(self) -> int:
+        return max(1, int(self.p.variables.get("DATABASE_POOL_SIZE", "10") or 10))
+
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            self.api_db_url,
+            min_size=1,
+            max_size=self.pool_size,
+            open=False,
+            timeout=1.5,
+            kwargs={"autocommit": True, "connect_timeout": 2, "application_name": "support-api"},
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=3600,
+        )
+
+    async def start(self) -> None:
+        await self.pool.open(wait=False)
+        self._tasks = [asyncio.create_task(self._traffic()), asyncio.create_task(self._expiry())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        with contextlib.suppress(Exception):
+            await self.writer.flush()
+        await self.writer.close()
+        await self.hog.release()
+        await self.slow.stop()
+        await self.pool.close(timeout=2)
+        await self.redis.aclose()
+
+    # -- faults with real effects ---------------------------------------------------------------
+    async def apply(self, fault: str) -> None:
+        if fault == "db-pool-exhausted":
+            await self.hog.grab(self.pool, self.pool.max_size)
+        elif fault == "db-down":
+            self.pg_proxy.set_mode("refuse")
+        elif fault == "slow-queries":
+            await self.slow.start()
+        elif fault == "redis-slow":
+            self.redis_proxy.set_mode("delay", REDIS_DELAY_S)
+
+    async def undo(self, fault: str) -> None:
+        if fault == "db-pool-exhausted":
+            await self.hog.release()
+        elif fault == "db-down":
+            self.pg_proxy.set_mode("pass")
+        elif fault == "slow-queries":
+            await self.slow.stop()
+        elif fault == "redis-slow":
+            self.redis_proxy.set_mode("pass")
+
+    def _on_event(self, event: str) -> None:
+        loop = asyncio.get_running_loop()
+        kind, _, fault = event.partition(":")
+        if kind in {"clear", "cured"}:
+            self._spawn(loop.create_task(self.undo(fault)))
+        elif event == "restart":  # a new process: its leaked connections and statements end
+            self.p.cure("db-pool-exhausted")
+            self.p.cure("slow-queries")
+            self._spawn(loop.create_task(self._restart_pool()))
+        elif event == "pool-size":
+            self.pool.resize(1, self.pool_size)
+            if self.pool_size > len(self.hog.held):
+                self.p.cure("db-pool-exhausted")
+
+    def _spawn(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _restart_pool(self) -> None:
+        await self.hog.release()
+        old, self.pool = self.pool, self._new_pool()
+        await self.pool.open(wait=False)
+        await old.close(timeout=2)
+
+    # -- what requests experience ---------------------------------------------------------------
+    def db_error(self) -> str | None:
+        if self.pg_proxy.mode == "refuse":
+            return "database: connection refused (could not connect to server at 5432)"
+        if self.hog.held and len(self.hog.held) >= self.pool.max_size:
+            return (
+                f"database: connection pool exhausted (all {self.pool.max_size} connections"
+                " in use, timed out after 1.5 s)"
+            )
+        return None
+
+    def extra_latency(self) -> float:
+        extra = 0.0
+        if self.slow.conns:
+            extra += SLOW_QUERY_LATENCY_S
+        if self.redis_proxy.mode == "delay":
+            extra += REDIS_SLOW_LATENCY_S
+        return extra
+
+    def _simulate(self, intent: str | None = None) -> ChatOutcome:
+        outcome = self.p.simulate_chat(
+            intent, db_error=self.db_error(), extra_latency_s=self.extra_latency()
+        )
+        started = now() - outcome.latency_s
+        status = 200 if outcome.error is None else _http_status(outcome.error)
+        self.p.record_chat(outcome, started, status)
+        self.writer.add(outcome)
+        return outcome
+
+    async def _traffic(self) -> None:
+        tick = 0.25
+        while True:
+            await asyncio.sleep(tick)
+            n = _poisson(self.traffic_rps * tick)
+            for _ in range(n):
+                self._simulate()
+            try:
+                await self.writer.flush()
+            except Exception:  # the writer reconnects on the next tick
+                self.writer.pending.clear()
+
+    async def _expiry(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            self.p.expire()
+
+    # -- HTTP -------------------------------------------------------------------------------------
+    def _down(self) -> JSONResponse | None:
+        dep = self.p.current
+        if dep.defect == "outage":
+            return JSONResponse(
+                {"status": "unavailable", "error": "no healthy replicas"}, status_code=503
+            )
+        return None
+
+    async def health(self, request: Request) -> JSONResponse:
+        return self._down() or JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> JSONResponse:
+        if down := self._down():
+            return down
+        checks: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        try:
+            async with self.pool.connection(timeout=1.5) as conn:
+                await conn.execute("SELECT 1")
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = "error"
+            errors["database"] = _reason(exc)
+        try:
+            started = time.perf_counter()
+            await asyncio.wait_for(self.redis.ping(), 2.0)
+            slow = time.perf_counter() - started > 1.0
+            checks["redis"] = "slow" if slow else "ok"
+        except Exception as exc:
+            checks["redis"] = "error"
+            errors["redis"] = _reason(exc)
+        healthy = all(v == "ok" for v in checks.values())
+        body: dict[str, Any] = {"status": "ok" if healthy else "error", "checks": checks}
+        if errors:
+            body["errors"] = errors
+        return JSONResponse(body, status_code=200 if healthy else 503)
+
+    async def chat(self, request: Request) -> JSONResponse:
+        try:
+            body = json.loads(await request.body() or b"{}")
+            intent = body.get("intent") if isinstance(body, dict) else None
+        except ValueError:
+            return JSONResponse({"error": "body must be JSON"}, status_code=400)
+        if down := self._down():
+            return down
+        outcome = self._simulate(intent if isinstance(intent, str) else None)
+        with contextlib.suppress(Exception):
+            await self.redis.set(f"sandbox:conv:{random.getrandbits(32)}", "1", ex=60)
+        await asyncio.sleep(min(outcome.latency_s * TIME_SCALE, 3.0))
+        if outcome.error:
+            return JSONResponse(
+                {"error": outcome.error, "intent": outcome.intent},
+                status_code=_http_status(outcome.error),
+            )
+        return JSONResponse(
+            {
+                "reply": "Happy to help!",
+                "intent": outcome.intent,
+                "model": outcome.model,
+                "latency_ms": int(outcome.latency_s * 1000),
+            }
+        )
+
+
+def _http_status(error: str) -> int:
+    if error.startswith(("database", "application: worker")):
+        return 503
+    if error.startswith(("llm", "integration")):
+        return 502
+    return 500
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+
+
+def _poisson(mean: float) -> int:
+    n, limit, product = 0, pow(2.718281828, -mean), random.random()
+    while product > limit:
+        n += 1
+        product *= random.random()
+    return n
