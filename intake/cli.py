@@ -1,7 +1,31 @@
-"""`runbook intake [--host --port]` (placeholder until the intake lands)."""
+"""`runbook intake [--host --port]`: uvicorn serving the intake app, dispatcher in-process."""
 
 from __future__ import annotations
 
+import logging
+
+from runbook.errors import ConfigurationError
+
 
 def run(host: str, port: int) -> None:
-    raise SystemExit("the intake service is not built yet")
+    """Serve until interrupted. The dispatcher runs as a background task of the same process
+    and, at start-up, picks up every incident a previous process left undispatched."""
+    import uvicorn
+
+    from intake.app import create_app
+    from intake.settings import IntakeSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        app = create_app(IntakeSettings())
+    except ConfigurationError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )

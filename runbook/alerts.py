@@ -27,6 +27,10 @@ class Severity(StrEnum):
         return _RANK[self]
 
     @classmethod
+    def is_known(cls, value: Any) -> bool:
+        return str(value or "").strip().lower() in _ALIASES
+
+    @classmethod
     def parse(cls, value: Any, default: Severity | None = None) -> Severity:
         """Map the many spellings sources use (`P1`, `page`, `high`, `fatal`, …) onto ours."""
         text = str(value or "").strip().lower()
@@ -81,7 +85,9 @@ class Alert(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     fingerprint: str = Field("", description="the source's identity of this alert, if any")
-    delivery_id: str | None = Field(None, description="the delivery's id, for exact-redelivery dedupe")
+    delivery_id: str | None = Field(
+        None, description="the delivery's id, for exact-redelivery dedupe"
+    )
     starts_at: datetime | None = None
     url: str | None = None
 

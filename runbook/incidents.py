@@ -116,7 +116,8 @@ class Placement:
     target: str
     group_key: str
     suppressible: bool = True
-    actions: tuple[tuple[str, str], ...] = ()  # (action, target): ("flow", "x/runbook"), ("slack", "")
+    # (action, target): ("flow", "high-latency/runbook"), ("slack", "")
+    actions: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,19 @@ class Recorded:
     incident_id: str | None
     outcome: Outcome
     alert_count: int
+
+
+def _pg(text: str) -> str:
+    """Postgres text holds no NUL and no lone surrogates: drop or replace them."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _pg_map(values: dict[str, str]) -> str:
+    return json.dumps({_pg(k): _pg(v) for k, v in values.items()})
 
 
 _RECORD = (
@@ -144,21 +158,21 @@ async def record_alert(
         (
             placement.route,
             placement.flow,
-            placement.target,
-            placement.group_key,
+            _pg(placement.target),
+            _pg(placement.group_key),
             placement.suppressible,
             [a for a, _ in placement.actions],
             [t for _, t in placement.actions],
             cooldown_s,
             alert.source,
-            alert.name,
+            _pg(alert.name),
             alert.status.value,
             alert.severity.value,
-            alert.summary,
-            json.dumps(alert.labels),
-            json.dumps(alert.annotations),
-            alert.fingerprint,
-            alert.delivery_id,
+            _pg(alert.summary),
+            _pg_map(alert.labels),
+            _pg_map(alert.annotations),
+            _pg(alert.fingerprint),
+            _pg(alert.delivery_id) if alert.delivery_id else None,
             alert.starts_at,
         ),
     )
@@ -181,9 +195,7 @@ _COLUMNS = (
 
 
 def _incident(row: dict[str, Any]) -> Incident:
-    return Incident.model_validate(
-        {**row, "id": str(row["id"]), "sources": tuple(row["sources"])}
-    )
+    return Incident.model_validate({**row, "id": str(row["id"]), "sources": tuple(row["sources"])})
 
 
 def _uuid(incident_id: str) -> uuid.UUID | None:
