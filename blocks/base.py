@@ -7,6 +7,7 @@ from typing import Any, Self
 from prefect.blocks.core import Block
 from prefect.settings import PREFECT_API_URL
 
+from runbook import redact
 from runbook.settings import Settings, get_settings
 
 
@@ -25,11 +26,16 @@ class RunbookBlock(Block):
         server just to find nothing).
         """
         settings = get_settings()
+        redact.install()
+        block: Self | None = None
         if PREFECT_API_URL.value():
             try:
                 loaded: Any = await cls.aload(name or settings.environment)
             except ValueError:
                 pass
             else:
-                return loaded  # type: ignore[no-any-return]
-        return cls.from_settings(settings)
+                block = loaded
+        if block is None:
+            block = cls.from_settings(settings)
+        redact.register_model(block)
+        return block

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
@@ -72,13 +72,24 @@ class Policy(RunbookBlock):
     action_classes: dict[str, str] = Field(default_factory=_default_action_classes)
     approval_required_for: list[str] = Field(default_factory=lambda: ["destructive"])
     auto_approve: bool = Field(False, description="e.g. staging: destructive acts need no human")
-    approvers: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(
+        default_factory=list, description="who may approve; empty = anyone with a valid code"
+    )
+    approver_webhooks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="approver -> Slack webhook of their own DM/private channel for codes",
+    )
     require_code: bool = True
     two_person_actions: list[str] = Field(default_factory=lambda: ["modify_db_instance_class"])
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        return cls()
+        return cls(
+            approvers=[a.strip() for a in settings.approvers.split(",") if a.strip()],
+            approval_timeout_s=settings.approval_timeout_s,
+            require_code=settings.require_code,
+            auto_approve=settings.auto_approve,
+        )
 
     def threshold(self, metric: str) -> Threshold:
         return self.thresholds.get(metric) or _default_thresholds()[metric]

@@ -150,9 +150,13 @@ def intake(
 
 
 def _mount_subcommands() -> None:
+    from runbook.cli_approvals import approvals, approve, reject
     from runbook.cli_blocks import app as blocks_app
     from sandbox.cli import app as sandbox_app
 
+    app.command()(approvals)
+    app.command()(approve)
+    app.command()(reject)
     app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(blocks_app, name="blocks")
 

@@ -21,6 +21,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNBOOK_", extra="ignore")
 
     environment: str = Field("default", description="block document name to load")
+    home: str = Field("~/.runbook", description="local state: sandbox pid files, secrets")
+    deployment_name: str = "runbook"
+    approval_secret: SecretStr | None = None
+    approval_poll_s: int = 2
+    approvers: str = Field("", description="comma-separated approver names for the Policy")
+    approval_timeout_s: int = 900
+    require_code: bool = True
+    auto_approve: bool = False
 
     # our own state
     ops_database_url: SecretStr | None = None

@@ -1,0 +1,172 @@
+"""The action ledger: every intent, approval, outcome and verification, keyed for exactly-once.
+
+Protocol for one act (see `runbook/safety.py`):
+1. `lock(key)` — a session advisory lock on the key: one process at a time per act. It dies with
+   the connection, so a crashed worker never leaves it held.
+2. `get(key)` — `done` → never again; `started` → the outcome is unknown (crash between call and
+   record): reconcile against the platform before acting again.
+3. `mark(key, "started")` before the call, `mark(key, "done", outcome)` after it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from pydantic import BaseModel
+
+from runbook.actions import ActionClass, ActionRequest
+
+Conn = psycopg.AsyncConnection[Any]
+
+
+class LedgerEntry(BaseModel):
+    idempotency_key: str
+    incident_id: str
+    action: str
+    target: str
+    action_class: str
+    params: dict[str, Any]
+    status: str
+    dry_run: bool
+    flow_run_id: str | None
+    approvers: list[str]
+    outcome: dict[str, Any] | None
+    verified: bool | None
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class TimelineEvent(BaseModel):
+    at: datetime
+    kind: str
+    summary: str
+    idempotency_key: str | None
+    detail: dict[str, Any]
+
+
+async def lock(conn: Conn, key: str) -> None:
+    """Hold the act's advisory lock on this (dedicated) connection until `unlock` or close."""
+    await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (key,))
+
+
+async def unlock(conn: Conn, key: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+
+
+async def get(conn: Conn, key: str) -> LedgerEntry | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT * FROM runbook.actions WHERE idempotency_key = %s", (key,))
+        row = await cur.fetchone()
+    return LedgerEntry.model_validate(row) if row else None
+
+
+async def ensure(
+    conn: Conn,
+    request: ActionRequest,
+    cls: ActionClass,
+    *,
+    status: str,
+    dry_run: bool,
+    flow_run_id: str | None,
+) -> LedgerEntry:
+    """Insert the intent if it is new; return the entry as it stands (new or existing)."""
+    await conn.execute(
+        "INSERT INTO runbook.actions (idempotency_key, incident_id, action, target,"
+        " action_class, params, status, dry_run, flow_run_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING",
+        (
+            request.idempotency_key,
+            request.incident_id,
+            request.action,
+            request.target,
+            cls.value,
+            json.dumps(request.params),
+            status,
+            dry_run,
+            flow_run_id,
+        ),
+    )
+    entry = await get(conn, request.idempotency_key)
+    assert entry is not None
+    return entry
+
+
+async def mark(
+    conn: Conn,
+    key: str,
+    status: str,
+    *,
+    outcome: dict[str, Any] | None = None,
+    approvers: list[str] | None = None,
+    verified: bool | None = None,
+    count_attempt: bool = False,
+) -> None:
+    await conn.execute(
+        "UPDATE runbook.actions SET status = %s, updated_at = now(),"
+        " outcome = COALESCE(%s, outcome), approvers = COALESCE(%s, approvers),"
+        " verified = COALESCE(%s, verified), attempts = attempts + %s"
+        " WHERE idempotency_key = %s",
+        (
+            status,
+            json.dumps(outcome) if outcome is not None else None,
+            approvers,
+            verified,
+            1 if count_attempt else 0,
+            key,
+        ),
+    )
+
+
+async def destructive_done_last_hour(conn: Conn, target: str) -> int:
+    """How many destructive acts ran on `target` in the last hour (the blast-radius budget)."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM runbook.actions WHERE target = %s AND action_class = 'destructive'"
+        " AND status IN ('done', 'started', 'undone') AND NOT dry_run"
+        " AND updated_at > now() - interval '1 hour'",
+        (target,),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def event(
+    conn: Conn,
+    incident_id: str,
+    kind: str,
+    summary: str,
+    *,
+    key: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one line to the incident's timeline."""
+    await conn.execute(
+        "INSERT INTO runbook.action_events (incident_id, idempotency_key, kind, summary, detail)"
+        " VALUES (%s, %s, %s, %s, %s)",
+        (incident_id, key, kind, summary, json.dumps(detail or {}, default=str)),
+    )
+
+
+async def timeline(conn: Conn, incident_id: str) -> list[TimelineEvent]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT at, kind, summary, idempotency_key, detail FROM runbook.action_events"
+            " WHERE incident_id = %s ORDER BY id",
+            (incident_id,),
+        )
+        rows = await cur.fetchall()
+    return [TimelineEvent.model_validate(r) for r in rows]
+
+
+async def entries(conn: Conn, incident_id: str) -> list[LedgerEntry]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM runbook.actions WHERE incident_id = %s ORDER BY created_at",
+            (incident_id,),
+        )
+        rows = await cur.fetchall()
+    return [LedgerEntry.model_validate(r) for r in rows]
