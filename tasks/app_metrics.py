@@ -1,0 +1,136 @@
+"""The runbook's own SQL on the platform's database (the `messages` table, `pg_stat_activity`).
+
+Runbook §1 "Check error distribution":
+    SELECT intent, COUNT(*) FROM messages WHERE created_at > NOW() - INTERVAL '1 hour'
+      AND role = 'assistant' AND metadata->>'error' IS NOT NULL GROUP BY intent;
+plus the error rate over a shorter window, and — as the "slow queries" signal when
+`pg_stat_statements` is absent — statements that have been running for a long time.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from prefect import task
+from pydantic import BaseModel, ConfigDict
+
+from blocks.app_database import AppDatabase
+from runbook.errors import PermanentError, TransientError
+from runbook.retry import retrying
+
+SERVICE = "app database"
+
+
+class ErrorRate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    window_s: int
+    replies: int
+    errors: int
+    rate_pct: float
+
+
+class ErrorDistribution(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    window_s: int
+    by_intent: dict[str, int]
+    samples: dict[str, str]  # intent -> one error message (truncated)
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_intent.values())
+
+
+class LongQuery(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    pid: int
+    seconds: float
+    state: str
+    application: str
+    query: str
+
+
+class LongRunningQueries(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    min_seconds: float
+    queries: tuple[LongQuery, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.queries)
+
+
+async def _fetch(db: AppDatabase, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    async def once() -> list[tuple[Any, ...]]:
+        try:
+            async with await db.get_client() as conn, conn.cursor() as cur:
+                await cur.execute(sql, params)  # type: ignore[arg-type]  # constant SQL only
+                return await cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"{SERVICE}: {type(exc).__name__}") from None
+        except psycopg.Error as exc:
+            raise PermanentError(f"{SERVICE}: {type(exc).__name__}") from None
+
+    return await retrying(once, attempts=2)
+
+
+@task(name="get-app-error-rate", retries=0)
+async def get_error_rate(db: AppDatabase, window_s: int = 300) -> ErrorRate:
+    """Share of assistant replies that carry `metadata.error` in the last `window_s` seconds."""
+    rows = await _fetch(
+        db,
+        "SELECT count(*), count(*) FILTER (WHERE metadata->>'error' IS NOT NULL)"
+        " FROM messages WHERE created_at > now() - %(window)s AND role = 'assistant'",
+        {"window": timedelta(seconds=window_s)},
+    )
+    replies, errors = int(rows[0][0]), int(rows[0][1])
+    rate = 100.0 * errors / replies if replies else 0.0
+    return ErrorRate(window_s=window_s, replies=replies, errors=errors, rate_pct=round(rate, 2))
+
+
+@task(name="get-app-error-distribution", retries=0)
+async def get_error_distribution(db: AppDatabase, window_s: int = 3600) -> ErrorDistribution:
+    """The runbook's error-distribution query (errors by intent), with one sample per intent."""
+    rows = await _fetch(
+        db,
+        "SELECT intent, COUNT(*), min(metadata->>'error') FROM messages"
+        " WHERE created_at > NOW() - %(window)s AND role = 'assistant'"
+        " AND metadata->>'error' IS NOT NULL GROUP BY intent ORDER BY 2 DESC",
+        {"window": timedelta(seconds=window_s)},
+    )
+    return ErrorDistribution(
+        window_s=window_s,
+        by_intent={str(intent): int(n) for intent, n, _ in rows},
+        samples={str(intent): str(sample)[:200] for intent, _, sample in rows},
+    )
+
+
+@task(name="get-long-running-queries", retries=0)
+async def get_long_running_queries(db: AppDatabase, min_seconds: float = 5.0) -> LongRunningQueries:
+    """Active statements running longer than `min_seconds` (pg_stat_activity), longest first."""
+    rows = await _fetch(
+        db,
+        "SELECT pid, extract(epoch FROM now() - query_start)::float8, state,"
+        " coalesce(application_name, ''), left(query, 200) FROM pg_stat_activity"
+        " WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " AND query_start < now() - %(min)s ORDER BY query_start",
+        {"min": timedelta(seconds=min_seconds)},
+    )
+    return LongRunningQueries(
+        min_seconds=min_seconds,
+        queries=tuple(
+            LongQuery(
+                pid=int(p),
+                seconds=round(float(s), 1),
+                state=str(st),
+                application=str(a),
+                query=str(q),
+            )
+            for p, s, st, a, q in rows
+        ),
+    )
