@@ -90,6 +90,11 @@ class SandboxHandle:
         result: dict[str, Any] = self._request("POST", "/clear", {"fault": fault} if fault else {})
         return result
 
+    def reset(self) -> dict[str, Any]:
+        """Clear every fault and restore the baseline (model, replicas, pool size)."""
+        result: dict[str, Any] = self._request("POST", "/reset")
+        return result
+
     def journal(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._request("GET", "/journal")
         return result

@@ -203,6 +203,19 @@ class Platform:
                 self.emit(f"clear:{n}")
         return cleared
 
+    def reset(self) -> list[str]:
+        """Back to the baseline: no faults, primary model, 2 replicas, pool of 10 (not journaled:
+        this is the game master's hand, not a client's mutation)."""
+        cleared = self.clear()
+        for dep in self.deployments:
+            dep.defect = None
+        self.variables["DEFAULT_MODEL"] = self.primary_model
+        if self.variables.get("DATABASE_POOL_SIZE") != "10":
+            self.variables["DATABASE_POOL_SIZE"] = "10"
+            self.emit("pool-size")
+        self.replicas = 2
+        return cleared
+
     def expire(self) -> list[str]:
         due = [f.name for f in self.faults.values() if f.expires_at and f.expires_at <= now()]
         return [n for d in due for n in self.clear(d)]

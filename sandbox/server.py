@@ -22,7 +22,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -70,6 +70,33 @@ def with_db(url: str, dbname: str, host: str | None = None, port: int | None = N
         creds = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
         netloc = f"{creds}{host}:{port}"
     return urlunsplit((parts.scheme, netloc, f"/{dbname}", parts.query, ""))
+
+
+def resolve(
+    preferred: str | None,
+    default_port: int,
+    fallback: Callable[[str | None, Path], str],
+    data_dir: Path,
+) -> str:
+    """A given server if it answers; a given one that does not → embedded (never silently
+    another real server); none given → the local default or embedded (`runbook.embedded`)."""
+    if preferred:
+        parts = urlsplit(preferred)
+        if embedded.reachable(parts.hostname or "127.0.0.1", parts.port or default_port):
+            return preferred
+        return _embedded_for(default_port, data_dir)
+    return fallback(None, data_dir)
+
+
+def _embedded_for(default_port: int, data_dir: Path) -> str:
+    if default_port == 5432:
+        return embedded.start_embedded_postgres(data_dir)
+    return embedded.start_embedded_redis(data_dir)
+
+
+def _where(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}"
 
 
 class _Server(uvicorn.Server):
@@ -237,6 +264,7 @@ class Sandbox:
                 Route("/control/sinks/{name}", self.control_sink),
                 Route("/control/inject", self.control_inject, methods=["POST"]),
                 Route("/control/clear", self.control_clear, methods=["POST"]),
+                Route("/control/reset", self.control_reset, methods=["POST"]),
                 Route("/control/shutdown", self.control_shutdown, methods=["POST"]),
             ]
         )
@@ -306,6 +334,11 @@ class Sandbox:
                 return JSONResponse({"error": f"unknown fault {fault!r}"}, 422)
         cleared = self.platform.clear(fault)
         await asyncio.sleep(0.1)  # let undo tasks run
+        return JSONResponse({"cleared": cleared, **self.state()})
+
+    async def control_reset(self, request: Request) -> JSONResponse:
+        cleared = self.platform.reset()
+        await asyncio.sleep(0.1)
         return JSONResponse({"cleared": cleared, **self.state()})
 
     async def control_shutdown(self, request: Request) -> JSONResponse:

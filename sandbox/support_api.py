@@ -160,7 +160,7 @@ class SupportApi:
         outcome = self.p.simulate_chat(
             intent, db_error=self.db_error(), extra_latency_s=self.extra_latency()
         )
-        started = now() - outcome.latency_s
+        started = now()
         status = 200 if outcome.error is None else _http_status(outcome.error)
         self.p.record_chat(outcome, started, status)
         self.writer.add(outcome)
