@@ -65,3 +65,16 @@ async def ops_db(pg_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     conn = await opsdb.connect(pg_url)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def intake_server(
+    deployed: str, intake_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[IntakeProcess]:
+    """One intake process for the session, dispatching to the shared Prefect server."""
+    proc = IntakeProcess(
+        {**intake_env, "PREFECT_API_URL": deployed}, tmp_path_factory.mktemp("intake-shared")
+    )
+    proc.start()
+    yield proc
+    proc.stop()

@@ -6,6 +6,7 @@ for secrets); `Sender` signs real-format fixture payloads exactly as each source
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +188,19 @@ async def flow_runs_by_incident(api_url: str) -> dict[str, int]:
             if len(runs) < 200:
                 return counts
             offset += 200
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, interval: float = 0.1
+) -> None:
+    """Wait until `check()` holds (assert-friendly: fails with the timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout:g} s")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
