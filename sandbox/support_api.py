@@ -25,6 +25,7 @@ from sandbox.platform import ChatOutcome, Platform, now
 from sandbox.proxy import TcpProxy
 
 REDIS_DELAY_S = 0.15
+REDIS_READY_SLOW_S = 0.25  # a PING slower than this fails readiness
 SLOW_QUERY_LATENCY_S = 2.5
 REDIS_SLOW_LATENCY_S = 0.6
 TIME_SCALE = 0.25  # a chat answered over HTTP sleeps this share of its simulated latency
@@ -210,7 +211,7 @@ class SupportApi:
         try:
             started = time.perf_counter()
             await asyncio.wait_for(self.redis.ping(), 2.0)
-            slow = time.perf_counter() - started > 1.0
+            slow = time.perf_counter() - started > REDIS_READY_SLOW_S
             checks["redis"] = "slow" if slow else "ok"
         except Exception as exc:
             checks["redis"] = "error"
