@@ -78,3 +78,16 @@ def intake_server(
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def fresh_db(pg_url: str) -> Iterator[str]:
+    """An ops database of this test's own (its outbox is seen by no other intake)."""
+    import uuid
+
+    name = f"runbook_intake_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_url.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
