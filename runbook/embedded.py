@@ -122,7 +122,8 @@ def start_embedded_postgres(data_dir: Path, timeout: float = 60.0) -> str:
             **run_kwargs,  # type: ignore[call-overload]
         )
     port = _free_port()
-    options = f"-h 127.0.0.1 -p {port} -k {pgdata} -c fsync=off -c max_connections=200"
+    # TCP only: a socket path under a long data dir would exceed the 107-byte limit
+    options = f"-h 127.0.0.1 -p {port} -k '' -c fsync=off -c max_connections=200"
     subprocess.run(
         [
             str(bin_path / "pg_ctl"),

@@ -121,11 +121,12 @@ class Sandbox:
         c, ports = self.config, self.ports
         moto_started = asyncio.create_task(asyncio.to_thread(self._start_moto))
         pg_server = await asyncio.to_thread(
-            embedded.postgres_url, c.get("database_url"), self.data_dir / "postgres"
+            resolve, c.get("database_url"), 5432, embedded.postgres_url, self.data_dir / "postgres"
         )
         redis_server = await asyncio.to_thread(
-            embedded.redis_url, c.get("redis_url"), self.data_dir / "redis"
+            resolve, c.get("redis_url"), 6379, embedded.redis_url, self.data_dir / "redis"
         )
+        self.stores = {"postgres": _where(pg_server), "redis": _where(redis_server)}
         self.admin_url = pg_server
         await self._create_database(pg_server)
         direct = with_db(pg_server, self.dbname)
@@ -276,6 +277,7 @@ class Sandbox:
             {
                 "rds": self.rds.snapshot(),
                 "sandbox_id": self.sandbox_id,
+                "stores": {**self.stores, "embedded": embedded.embedded_running()},
                 "db_pool_held": len(self.api.hog.held),
                 "slow_queries": len(self.api.slow.conns),
                 "proxies": {"postgres": self.pg_proxy.mode, "redis": self.redis_proxy.mode},
