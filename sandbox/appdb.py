@@ -126,9 +126,7 @@ class TrafficWriter:
             )
         async with self._conn.transaction(), self._conn.cursor() as cur:
             for outcome, store in batch:
-                escalated = outcome.error is not None or random.random() < 0.12
-                status = "escalated" if escalated else "resolved"
-                by = None if escalated else ("human" if random.random() < 0.1 else "ai")
+                status, by = _conversation_outcome(outcome)
                 await cur.execute(
                     "INSERT INTO conversations (store_id, status, resolved_by)"
                     " VALUES (%s, %s, %s) RETURNING id",
@@ -156,10 +154,29 @@ class TrafficWriter:
                         ),
                     ],
                 )
+            await cur.executemany(
+                "INSERT INTO access_log (store_id, key_prefix, ip, method, path, status)"
+                " SELECT %s, key_prefix, %s, 'POST', '/v1/chat', %s FROM store_api_keys"
+                " WHERE store_id = %s AND revoked_at IS NULL LIMIT 1",
+                [
+                    (store, f"198.51.100.{random.randint(1, 254)}", 500 if o.error else 200, store)
+                    for o, store in batch
+                ],
+            )
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+def _conversation_outcome(outcome: ChatOutcome) -> tuple[str, str | None]:
+    """(status, resolved_by): failed chats escalate to a human; a few stay open."""
+    roll = random.random()
+    if outcome.error is not None or roll < 0.12:
+        return "escalated", None
+    if roll < 0.16:
+        return "open", None
+    return "resolved", "human" if roll < 0.25 else "ai"
 
 
 class PoolHog:

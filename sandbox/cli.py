@@ -95,7 +95,7 @@ def up(
         return
     data_dir = home() / "data"
     try:
-        handle = start_sandbox(port_base=port_base, data_dir=data_dir)
+        handle = start_sandbox(port_base=port_base, data_dir=data_dir, exit_with_parent=foreground)
     except SandboxError as exc:
         _fail(str(exc), EXIT_NOT_RUNNING)
     except OSError as exc:

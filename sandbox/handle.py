@@ -150,14 +150,17 @@ def start_sandbox(
     redis_url: str | None = None,
     *,
     timeout: float = 90.0,
+    exit_with_parent: bool = True,
     **options: Any,
 ) -> SandboxHandle:
     """Start the sandbox in a subprocess and wait until every endpoint answers.
 
     `database_url`/`redis_url` name the servers to use (default: `RUNBOOK_SANDBOX_DATABASE_URL`
     / `RUNBOOK_SANDBOX_REDIS_URL`, else the local ones, else embedded); the sandbox creates its
-    own database there and drops it when stopped. `options` tune the simulation (traffic_rps,
-    railway_rps, rds_transition_s, primary_model, fallback_model).
+    own database there and drops it when stopped. With `exit_with_parent` (default) the sandbox
+    stops by itself when the process that started it is gone (a killed test run leaves
+    nothing). `options` tune the simulation (traffic_rps, railway_rps, rds_transition_s,
+    primary_model, fallback_model).
     """
     data_dir = Path(data_dir) if data_dir else Path(tempfile.mkdtemp(prefix="runbook-sandbox-"))
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +169,8 @@ def start_sandbox(
         "ports": ports_for(port_base),
         "database_url": database_url or os.environ.get("RUNBOOK_SANDBOX_DATABASE_URL"),
         "redis_url": redis_url or os.environ.get("RUNBOOK_SANDBOX_REDIS_URL"),
+        "exit_with_parent": exit_with_parent,
+        "parent_pid": os.getpid(),
         **options,
     }
     config_path = data_dir / "config.json"

@@ -43,7 +43,8 @@ INTENTS = {
     "complaint": (10, "gorgias"),
     "other": (5, None),
 }
-BAD_DEPLOY_ERROR_RATE = 0.15
+BAD_DEPLOY_ERROR_RATE = 0.18
+BACKGROUND_ERROR_RATE = 0.001  # a healthy platform still fails now and then
 
 
 def now() -> float:
@@ -293,7 +294,7 @@ class Platform:
                 f"application: TypeError: 'NoneType' object is not subscriptable"
                 f" in handlers/{intent}.py (deployment {dep.id})"
             )
-        elif random.random() < 0.002:
+        elif random.random() < BACKGROUND_ERROR_RATE:
             error = "application: upstream timeout"
         return ChatOutcome(
             intent=intent,

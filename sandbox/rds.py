@@ -154,7 +154,9 @@ class RdsFront:
                 return self._error(
                     "InvalidDBInstanceState", f"DB instance {self.instance_id} is not available."
                 )
-            args = {k: form[k] for k in ("DBInstanceClass", "ApplyImmediately") if k in form}
+            args: dict[str, str] = {
+                k: form[k] for k in ("DBInstanceClass", "ApplyImmediately") if k in form
+            }
             self.platform.record(
                 "rds", "ModifyDBInstance", {"DBInstanceIdentifier": self.instance_id, **args}
             )

@@ -279,6 +279,7 @@ class Sandbox:
                 "sandbox_id": self.sandbox_id,
                 "stores": {**self.stores, "embedded": embedded.embedded_running()},
                 "db_pool_held": len(self.api.hog.held),
+                "db_pool_max_size": self.api.pool.max_size,
                 "slow_queries": len(self.api.slow.conns),
                 "proxies": {"postgres": self.pg_proxy.mode, "redis": self.redis_proxy.mode},
             }
@@ -363,6 +364,9 @@ class Sandbox:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_exit)
         serving = asyncio.create_task(self.server.serve(sockets=sockets))
+        if self.config.get("exit_with_parent"):
+            watchdog = asyncio.create_task(self._exit_with_parent(self.config["parent_pid"]))
+            serving.add_done_callback(lambda _: watchdog.cancel())
         while not self.server.started and not serving.done():  # noqa: ASYNC110
             await asyncio.sleep(0.02)
         if ready_file is not None and not serving.done():
@@ -374,6 +378,12 @@ class Sandbox:
             )
             tmp.replace(ready_file)
         await serving
+
+    async def _exit_with_parent(self, parent: int) -> None:
+        """A test run that dies must not leave its sandbox behind."""
+        while os.getppid() == parent:  # noqa: ASYNC110 - nothing to wait on but time
+            await asyncio.sleep(1.0)
+        self._request_exit()
 
     def _request_exit(self) -> None:
         if self.server is not None:

@@ -124,7 +124,7 @@ class SupportApi:
             self.p.cure("slow-queries")
             self._spawn(loop.create_task(self._restart_pool()))
         elif event == "pool-size":
-            self.pool.resize(1, self.pool_size)
+            self._spawn(loop.create_task(self.pool.resize(1, self.pool_size)))
             if self.pool_size > len(self.hog.held):
                 self.p.cure("db-pool-exhausted")
 

@@ -58,7 +58,7 @@ async def test_fault_bad_deploy_cured_by_rollback(sandbox: SandboxHandle, blocks
 
     target = await roll_back_to_last_known_good(blocks)
     healed = await fresh_error_rate(blocks)
-    assert healed.rate_pct < 2.0, healed
+    assert healed.rate_pct <= 2.0, healed
     assert sandbox.state()["faults"] == []
     assert sandbox.journal()[-1] | {"ts": None} == {
         "ts": None,
@@ -89,7 +89,7 @@ async def test_fault_llm_outage_cured_by_fallback_model(
 
     await railway.set_variables.fn(blocks.railway, {"DEFAULT_MODEL": blocks.llm.fallback_model})
     healed = await fresh_error_rate(blocks)
-    assert healed.rate_pct < 2.0, healed
+    assert healed.rate_pct <= 2.0, healed
     model = await railway.get_variable.fn(blocks.railway, "DEFAULT_MODEL")
     assert model.value == blocks.llm.fallback_model
 
@@ -105,7 +105,7 @@ async def test_fault_llm_rate_limit_cured_by_fallback_model(
 
     await railway.set_variables.fn(blocks.railway, {"DEFAULT_MODEL": blocks.llm.fallback_model})
     healed = await fresh_error_rate(blocks)
-    assert healed.rate_pct < 2.0, healed
+    assert healed.rate_pct <= 2.0, healed
 
 
 async def test_fault_integration_outage_on_status_page_clears_with_the_fault(
@@ -127,7 +127,7 @@ async def test_fault_integration_outage_on_status_page_clears_with_the_fault(
 
     sandbox.clear("integration-outage")
     assert (await status_pages.get_status_page.fn(blocks.pages, "gorgias")).operational
-    assert (await fresh_error_rate(blocks)).rate_pct < 2.0
+    assert (await fresh_error_rate(blocks)).rate_pct <= 2.0
 
 
 async def test_fault_db_pool_exhausted_cured_by_raising_pool_size(
@@ -143,7 +143,8 @@ async def test_fault_db_pool_exhausted_cured_by_raising_pool_size(
         lambda: get_api_readiness.fn(blocks.api), lambda r: r.status == Status.OK
     )
     assert healed.status == Status.OK, healed.summary
-    assert sandbox.state()["pool_size"] == 30
+    state = sandbox.state()
+    assert state["pool_size"] == 30 and state["db_pool_max_size"] == 30
 
 
 async def test_fault_db_pool_exhausted_cured_by_redeploy(
