@@ -103,6 +103,7 @@ def up(
     _state_file().write_text(
         json.dumps({"pid": handle.pid, "env": handle.env, "data_dir": str(data_dir)})
     )
+    _state_file().chmod(0o600)  # it holds the (sandbox) credentials
     typer.echo(_exports(handle.env))
     if not foreground:
         return

@@ -108,11 +108,18 @@ class SandboxHandle:
         return result
 
     def alive(self) -> bool:
+        """Is our sandbox process still running? (A recycled pid is not ours.)"""
+        if self.process is not None:
+            return self.process.poll() is None
         try:
-            os.kill(self.pid, 0)
+            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes()
         except OSError:
-            return False
-        return self.process is None or self.process.poll() is None
+            try:
+                os.kill(self.pid, 0)
+            except OSError:
+                return False
+            return True  # no /proc here: trust the pid
+        return b"sandbox.server" in cmdline
 
     # -- stop -------------------------------------------------------------------------------------
     def stop(self, timeout: float = 20.0) -> None:

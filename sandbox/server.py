@@ -376,6 +376,7 @@ class Sandbox:
                     {"pid": os.getpid(), "env": self.env, "ports": self.ports, "started": now()}
                 )
             )
+            tmp.chmod(0o600)
             tmp.replace(ready_file)
         await serving
 

@@ -14,10 +14,10 @@ import pytest
 from pydantic import SecretStr
 
 from blocks import Railway
-from runbook.errors import NotAuthorized, PermanentError
+from runbook.errors import NotAuthorized, PermanentError, RateLimited, TransientError
 from sandbox.handle import SandboxError, SandboxHandle
 from sandbox.server import SECRETS
-from tasks import notify, railway, rds
+from tasks import langsmith, llm, notify, railway, rds, status_pages
 from tests.sandbox.conftest import Blocks, eventually
 
 pytestmark = pytest.mark.integration
@@ -194,3 +194,40 @@ async def test_pagerduty_invalid_event_is_permanent_error(blocks: Blocks) -> Non
     with pytest.raises(PermanentError) as caught_slack:
         await notify.send_slack.fn(wrong_hook, "hello")
     assert "sbxhook" not in str(caught_slack.value)
+
+
+# -- client error mapping against the real fakes --------------------------------------------------
+def test_env_names_are_the_settings_names(sandbox: SandboxHandle) -> None:
+    from runbook.settings import Settings
+
+    fields = {f"RUNBOOK_{name.upper()}" for name in Settings.model_fields}
+    assert set(sandbox.env) - fields == {"RUNBOOK_SANDBOX_CONTROL_URL"}
+
+
+async def test_railway_429_reaches_tasks_as_rate_limited_with_retry_after(
+    blocks: Blocks,
+) -> None:
+    results = await asyncio.gather(
+        *(railway.get_service_instance.fn(blocks.railway) for _ in range(90)),
+        return_exceptions=True,
+    )
+    limited = [r for r in results if isinstance(r, RateLimited)]
+    assert limited and limited[0].retry_after == 1.0
+    assert all(isinstance(r, railway.ServiceInstance | RateLimited) for r in results)
+    await asyncio.sleep(1.1)
+
+
+async def test_refused_keys_are_not_authorized_and_unreachable_is_transient(
+    blocks: Blocks,
+) -> None:
+    with pytest.raises(NotAuthorized):
+        await langsmith.get_trace_errors.fn(
+            blocks.langsmith.model_copy(update={"api_key": SecretStr("lsv2-wrong")})
+        )
+    with pytest.raises(NotAuthorized):
+        await llm.get_model_health.fn(
+            blocks.llm.model_copy(update={"api_key": SecretStr("sk-wrong")})
+        )
+    closed = blocks.pages.model_copy(update={"pages": {"shopify": "http://127.0.0.1:9"}})
+    with pytest.raises(TransientError, match="connection failed"):
+        await status_pages.get_status_page.fn(closed, "shopify")
