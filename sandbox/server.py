@@ -22,14 +22,12 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import psycopg
 import uvicorn
-from psycopg import sql
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -42,6 +40,7 @@ from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
 from sandbox.proxy import TcpProxy
 from sandbox.railway import RailwayApi
 from sandbox.rds import RdsFront, create_instance
+from sandbox.stores import create_database, drop_database, resolve, where, with_db
 from sandbox.support_api import SupportApi
 from sandbox.vendors import OpenAi, Sinks, StatusPages
 
@@ -61,42 +60,6 @@ def bind(port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))
     return sock
-
-
-def with_db(url: str, dbname: str, host: str | None = None, port: int | None = None) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if host is not None:
-        creds = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
-        netloc = f"{creds}{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, f"/{dbname}", parts.query, ""))
-
-
-def resolve(
-    preferred: str | None,
-    default_port: int,
-    fallback: Callable[[str | None, Path], str],
-    data_dir: Path,
-) -> str:
-    """A given server if it answers; a given one that does not → embedded (never silently
-    another real server); none given → the local default or embedded (`runbook.embedded`)."""
-    if preferred:
-        parts = urlsplit(preferred)
-        if embedded.reachable(parts.hostname or "127.0.0.1", parts.port or default_port):
-            return preferred
-        return _embedded_for(default_port, data_dir)
-    return fallback(None, data_dir)
-
-
-def _embedded_for(default_port: int, data_dir: Path) -> str:
-    if default_port == 5432:
-        return embedded.start_embedded_postgres(data_dir)
-    return embedded.start_embedded_redis(data_dir)
-
-
-def _where(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}"
 
 
 class _Server(uvicorn.Server):
@@ -126,9 +89,9 @@ class Sandbox:
         redis_server = await asyncio.to_thread(
             resolve, c.get("redis_url"), 6379, embedded.redis_url, self.data_dir / "redis"
         )
-        self.stores = {"postgres": _where(pg_server), "redis": _where(redis_server)}
+        self.stores = {"postgres": where(pg_server), "redis": where(redis_server)}
         self.admin_url = pg_server
-        await self._create_database(pg_server)
+        await create_database(pg_server, self.dbname)
         direct = with_db(pg_server, self.dbname)
         pg_parts, redis_parts = urlsplit(pg_server), urlsplit(redis_server)
         self.pg_proxy = TcpProxy(
@@ -232,10 +195,6 @@ class Sandbox:
             SECRETS["aws_secret_access_key"],
             self.config.get("rds_instance_id", "support-agent-db"),
         )
-
-    async def _create_database(self, server_url: str) -> None:
-        async with await psycopg.AsyncConnection.connect(server_url, autocommit=True) as conn:
-            await conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
 
     # -- HTTP -----------------------------------------------------------------------------------
     def apps(self) -> dict[int, Starlette]:
@@ -401,14 +360,7 @@ class Sandbox:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.moto.stop)
         with contextlib.suppress(Exception):
-            async with await psycopg.AsyncConnection.connect(
-                getattr(self, "admin_url", ""), autocommit=True
-            ) as conn:
-                await conn.execute(
-                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(self.dbname)
-                    )
-                )
+            await drop_database(getattr(self, "admin_url", ""), self.dbname)
         embedded.stop_embedded()
 
 
