@@ -68,7 +68,7 @@ class Policy(RunbookBlock):
     max_replicas: int = Field(5, ge=1, le=50)
     max_pool_size: int = Field(30, ge=1)
     destructive_budget_per_hour: int = Field(2, ge=0)
-    approval_timeout_s: int = Field(900, ge=10)
+    approval_timeout_s: int = Field(900, ge=1)
     action_classes: dict[str, str] = Field(default_factory=_default_action_classes)
     approval_required_for: list[str] = Field(default_factory=lambda: ["destructive"])
     auto_approve: bool = Field(False, description="e.g. staging: destructive acts need no human")

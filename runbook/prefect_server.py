@@ -69,7 +69,15 @@ def migrated_template() -> Path:
 class LocalPrefectServer:
     """`prefect server` on 127.0.0.1 with its own PREFECT_HOME and database."""
 
-    def __init__(self, home: Path, port: int | None = None, *, ui: bool = True) -> None:
+    def __init__(
+        self,
+        home: Path,
+        port: int | None = None,
+        *,
+        ui: bool = True,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.extra_env = extra_env or {}
         self.home = home
         self.port = port or free_port()
         self.ui = ui
@@ -101,6 +109,7 @@ class LocalPrefectServer:
             "PREFECT_UI_API_URL": self.api_url,
             "PREFECT_API_URL": "",
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+            **self.extra_env,
         }
         log = (self.home / "server.log").open("ab")
         self.process = subprocess.Popen(

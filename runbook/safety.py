@@ -9,7 +9,7 @@
    after approval, `still_needed()` re-checks the symptom: gone → `skipped`;
 5. a Prefect global concurrency limit per target (destructive) and the ledger's advisory lock;
    under the lock a `started` entry (crash between call and record) is reconciled by reading the
-   platform (`reconcile()`) before acting again;
+   platform (`reconcile(params first recorded)`) before acting again;
 6. `started` → act → `done` (or `failed` on a permanent error).
 """
 
@@ -32,8 +32,11 @@ from runbook import ledger, opsdb
 from runbook.actions import ActionClass, ActionRequest, action_class, needs_approval
 from runbook.errors import PermanentError
 
+LEASE_S = 60.0  # the shortest lease Prefect's server accepts
+SLOT_WAIT_S = 300.0
 Act = Callable[[], Awaitable[dict[str, Any]]]
 Probe = Callable[[], Awaitable[bool]]
+Reconcile = Callable[[dict[str, Any]], Awaitable[bool]]  # gets the params first recorded
 Approver = Callable[[ActionRequest], Awaitable["Approval"]]
 Pager = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -86,7 +89,7 @@ async def perform(
     dry_run: bool,
     approve: Approver,
     page: Pager,
-    reconcile: Probe | None = None,
+    reconcile: Reconcile | None = None,
     still_needed: Probe | None = None,
 ) -> ActOutcome:
     """Run `act` for `request` under every rule above; see the module docstring."""
@@ -174,10 +177,24 @@ async def perform(
         async with await opsdb.connect() as lock_conn:
             await ledger.lock(lock_conn, key)
             try:
-                if cls is ActionClass.DESTRUCTIVE:
-                    async with concurrency(limit, occupy=1, strict=True):
+                if cls is not ActionClass.DESTRUCTIVE:
+                    return await _act_once(conn, request, base, act, reconcile, approvers)
+                try:
+                    # the lease is renewed while we hold it; a crashed holder frees it
+                    # after at most LEASE_S (+ the server's repossessor interval)
+                    async with concurrency(
+                        limit,
+                        occupy=1,
+                        strict=True,
+                        lease_duration=LEASE_S,
+                        timeout_seconds=SLOT_WAIT_S,
+                    ):
                         return await _act_once(conn, request, base, act, reconcile, approvers)
-                return await _act_once(conn, request, base, act, reconcile, approvers)
+                except TimeoutError:
+                    why = f"another destructive action on {request.target} is still running"
+                    await ledger.event(conn, request.incident_id, "refused", why, key=key)
+                    await page(f"Runbook could not act on {request.target}: {why}", {"key": key})
+                    return ActOutcome(**base, status="refused", detail=why, approvers=approvers)
             finally:
                 await ledger.unlock(lock_conn, key)
 
@@ -187,7 +204,7 @@ async def _act_once(
     request: ActionRequest,
     base: dict[str, str],
     act: Act,
-    reconcile: Probe | None,
+    reconcile: Reconcile | None,
     approvers: list[str],
 ) -> ActOutcome:
     key = request.idempotency_key
@@ -201,7 +218,7 @@ async def _act_once(
             outcome=entry.outcome or {},
             approvers=entry.approvers,
         )
-    if entry.status == "started" and reconcile is not None and await reconcile():
+    if entry.status == "started" and reconcile is not None and await reconcile(entry.params):
         detail = "a previous attempt had acted (found on the platform); not repeated"
         await ledger.mark(conn, key, "done", outcome={"reconciled": True})
         await ledger.event(conn, request.incident_id, "done", detail, key=key)

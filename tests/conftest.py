@@ -67,7 +67,12 @@ def prefect_server(session_dir: Path) -> Iterator[str]:
 
     from runbook.prefect_server import LocalPrefectServer
 
-    server = LocalPrefectServer(session_dir / "server-home", ui=True)
+    server = LocalPrefectServer(
+        session_dir / "server-home",
+        ui=True,
+        # free a crashed holder's concurrency slot soon after its 60 s lease ends
+        extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"},
+    )
     server.start()
     os.environ["PREFECT_API_URL"] = server.api_url
     try:
@@ -86,3 +91,36 @@ def _drain_prefect_workers() -> None:
 
     APILogWorker.drain_all(timeout=10)
     EventsWorker.drain_all(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sandbox_platform(session_dir: Path) -> Iterator[object]:
+    """One simulated platform for the session (its own database on the local servers)."""
+    from sandbox.handle import start_sandbox
+
+    handle = start_sandbox(data_dir=session_dir / "sandbox")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture
+def platform_env(
+    sandbox_platform: object, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[object]:
+    """Point every client at the sandbox and our ops database at the test database."""
+    from runbook.settings import get_settings
+
+    handle = sandbox_platform
+    handle.reset()  # type: ignore[attr-defined]
+    for key, value in handle.env.items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("RUNBOOK_OPS_DATABASE_URL", pg_url)
+    monkeypatch.setenv("RUNBOOK_APPROVERS", "alice,bob")
+    monkeypatch.setenv("RUNBOOK_APPROVAL_SECRET", "test-approval-secret-7f3a9c")
+    monkeypatch.setenv("RUNBOOK_APPROVAL_POLL_S", "1")
+    monkeypatch.setenv("RUNBOOK_HOME", str(_SESSION_DIR / "runbook-home"))
+    get_settings.cache_clear()
+    yield handle
+    get_settings.cache_clear()
