@@ -30,11 +30,12 @@ from intake import auth
 from intake.dispatcher import DEPTH, Dispatcher
 from intake.metrics import CONTENT_TYPE, IntakeMetrics
 from intake.parsers import PARSERS, SOURCES, Parsed, ShapeError
+from intake.persister import Persister
 from intake.routes import RoutingTable, load_table, route
 from intake.settings import IntakeSettings
 from runbook import opsdb
 from runbook.alerts import Alert
-from runbook.incidents import Outcome, Placement, Recorded, record_alert
+from runbook.incidents import Outcome, Placement, Recorded
 
 log = logging.getLogger("intake")
 
@@ -69,6 +70,7 @@ class Intake:
         self.metrics = IntakeMetrics()
         self.pool: AsyncConnectionPool | None = None
         self.dispatcher: Dispatcher | None = None
+        self.persister: Persister | None = None
 
     # --- request pipeline ---------------------------------------------------------------
 
@@ -128,27 +130,17 @@ class Intake:
             raise Rejected(422, "wrong_shape", "body: cannot be parsed") from None
 
     async def persist(self, placed: list[tuple[Alert, Placement]]) -> list[Recorded]:
-        if self.pool is None:
+        if not placed:
+            return []
+        if self.persister is None:
             raise Rejected(503, "not_ready", "intake is starting; retry")
-        # a fixed lock order: two deliveries with the same alerts never deadlock
-        order = sorted(
-            range(len(placed)),
-            key=lambda i: (placed[i][1].route, placed[i][1].target, placed[i][1].group_key),
-        )
-        results: dict[int, Recorded] = {}
         try:
-            async with self.pool.connection(timeout=10) as conn, conn.transaction():
-                for i in order:
-                    alert, placement = placed[i]
-                    results[i] = await record_alert(
-                        conn, alert, placement, cooldown_s=self.settings.intake_cooldown_s
-                    )
+            return await self.persister.record(placed)
         except psycopg.errors.DataError:
             raise Rejected(422, "wrong_shape", "body: a value cannot be stored") from None
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("cannot persist alert: %s", type(exc).__name__)
             raise Rejected(503, "cannot_persist", "cannot persist the alert now; retry") from None
-        return [results[i] for i in range(len(placed))]
 
     async def receive(self, request: Request) -> Response:
         source = request.url.path.rsplit("/", 1)[-1]
@@ -231,6 +223,13 @@ class Intake:
         self.pool = await opsdb.open_pool(
             url.get_secret_value() if url else None, max_size=self.settings.intake_db_pool_size
         )
+        self.persister = Persister(
+            self.pool,
+            cooldown_s=self.settings.intake_cooldown_s,
+            writers=self.settings.intake_persist_writers,
+            max_batch=self.settings.intake_persist_batch,
+        )
+        self.persister.start()
         task: asyncio.Task[None] | None = None
         if self.settings.intake_dispatch:
             self.dispatcher = Dispatcher(self.pool, self.settings, self.metrics)
@@ -242,6 +241,8 @@ class Intake:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await self.persister.stop()
+            self.persister = None
             await self.pool.close()
             self.pool = None
 

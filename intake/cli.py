@@ -17,7 +17,8 @@ def run(host: str, port: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        app = create_app(IntakeSettings())
+        settings = IntakeSettings()
+        app = create_app(settings)
     except ConfigurationError as exc:
         raise SystemExit(f"error: {exc}") from None
     uvicorn.run(
@@ -27,5 +28,7 @@ def run(host: str, port: int) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
+        http=settings.intake_http,
+        loop=settings.intake_loop,
         timeout_graceful_shutdown=10,
     )

@@ -17,11 +17,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prefect.client.orchestration import get_client
+from prefect.deployments.flow_runs import arun_deployment
+from prefect.settings import PREFECT_API_URL
 from psycopg_pool import AsyncConnectionPool
 
+from blocks.slack import Slack
 from intake.metrics import IntakeMetrics
 from intake.settings import IntakeSettings
 from runbook.incidents import Conn, get_incident
+from runbook.settings import get_settings
 
 log = logging.getLogger("intake.dispatcher")
 
@@ -135,10 +140,6 @@ class Dispatcher:
 
 async def create_flow_run(deployment: str, incident_id: str) -> str:
     """`run_deployment(timeout=0, idempotency_key=<incident id>)`: the same run on every retry."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments.flow_runs import arun_deployment
-    from prefect.settings import PREFECT_API_URL
-
     if not PREFECT_API_URL.value():
         raise DispatchFailed("PREFECT_API_URL is not set")
     try:
@@ -158,9 +159,6 @@ async def create_flow_run(deployment: str, incident_id: str) -> str:
 
 async def notify_slack(conn: Conn, incident_id: str) -> str:
     """Post the triage message to the Slack incoming webhook (a `Slack` block, else settings)."""
-    from blocks.slack import Slack
-    from runbook.settings import get_settings
-
     incident = await get_incident(conn, incident_id)
     if incident is None:
         return "skipped: incident not found"

@@ -6,6 +6,7 @@ A source whose secret is not set rejects every delivery with 401 (fail closed).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,4 +50,16 @@ class IntakeSettings(BaseSettings):
 
     # ops database
     ops_database_url: SecretStr | None = None
-    intake_db_pool_size: int = Field(10, ge=1)
+    intake_db_pool_size: int = Field(10, ge=2)
+    intake_persist_writers: int = Field(
+        4, ge=1, description="concurrent group commits (each holds a pool connection)"
+    )
+    intake_persist_batch: int = Field(64, ge=1, description="deliveries per group commit, at most")
+
+    # server
+    intake_http: Literal["auto", "h11", "httptools"] = Field(
+        "auto", description="uvicorn HTTP implementation: auto, h11, httptools"
+    )
+    intake_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="uvicorn event loop: auto, asyncio, uvloop"
+    )

@@ -1,0 +1,307 @@
+"""Intake throughput and ack latency, persist-before-ack, against a bare `return 202` baseline.
+
+    .venv/bin/python bench/intake_bench.py [--seconds 10] [--connections 20] [--rate 1000]
+
+What it does (stops by itself, about 3 x seconds plus start-up):
+1. creates a throwaway ops database on the local PostgreSQL (RUNBOOK_BENCH_PG_URL, default
+   postgresql://postgres@127.0.0.1:5432/postgres) and drops it at the end;
+2. starts two servers on 127.0.0.1, each a single uvicorn process with the same options as
+   `runbook intake`: the real intake (`intake.cli.run`, dispatcher off: nothing to dispatch to)
+   and a bare Starlette app whose POST /alerts/{source} reads the body and returns 202;
+3. drives each with a closed loop of N keep-alive connections for `seconds` (max throughput),
+   then drives the intake open-loop at a fixed `rate` for `seconds` (latency at the target load,
+   measured from each request's scheduled send time, so queueing counts);
+4. prints a markdown table: deliveries/s, p50/p99/max ack latency, statuses, and the ratio.
+
+The load is a storm: signed generic and Alertmanager deliveries for 100 distinct problems, so most
+deliveries coalesce into an open incident (one UPDATE + one INSERT in one transaction, committed
+before the 202). The load generator is a raw asyncio HTTP/1.1 client on the same machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from intake import auth  # noqa: E402
+from runbook.prefect_server import free_port  # noqa: E402
+
+SECRET = "bench-generic-secret"
+TOKEN = "bench-alertmanager-token"
+
+_BARE = """
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+async def receive(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"incident":null,"status":"new"}', 202, media_type="application/json")
+
+
+app = Starlette(routes=[Route("/alerts/{source}", receive, methods=["POST"])])
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False,
+            lifespan="on", timeout_graceful_shutdown=10)
+"""
+
+
+def build_requests(port: int, count: int, problems: int = 100) -> list[bytes]:
+    """Pre-signed raw HTTP/1.1 requests (signing is the sender's cost, not intake's)."""
+    now = int(time.time())
+    requests = []
+    for n in range(count):
+        target = f"bench-{n % problems}"
+        if n % 2:
+            payload = {
+                "version": "4",
+                "status": "firing",
+                "groupKey": f"{{}}:{{alertname=\"HighErrorRate\",target=\"{target}\"}}",
+                "receiver": "runbook",
+                "alerts": [
+                    {
+                        "status": "firing",
+                        "labels": {"alertname": "HighErrorRate", "target": target,
+                                   "severity": "critical", "environment": "production"},
+                        "annotations": {"summary": "Error rate above 2% for 5 minutes"},
+                        "startsAt": "2026-11-29T05:12:30Z",
+                        "endsAt": "0001-01-01T00:00:00Z",
+                        "fingerprint": f"fp{n % problems}",
+                    }
+                ],
+            }  # fmt: skip
+            body = json.dumps(payload).encode()
+            path, headers = "/alerts/alertmanager", {"Authorization": f"Bearer {TOKEN}"}
+        else:
+            payload = {
+                "source": "bench",
+                "name": "HighLatency",
+                "severity": "critical",
+                "summary": "P99 latency 12s",
+                "dedup_key": target,
+                "labels": {"target": target, "environment": "production"},
+                "status": "firing",
+            }
+            body = json.dumps(payload).encode()
+            path, headers = "/alerts/generic", auth.sign_generic(SECRET, body, now)
+        head = [
+            f"POST {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        requests.append(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    return requests
+
+
+@dataclass
+class Result:
+    name: str
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds if self.seconds else 0.0
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+    def row(self) -> str:
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(self.statuses.items()))
+        return (
+            f"| {self.name} | {len(self.latencies)} | {self.rate:,.0f} | {self.pct(0.5):.1f} |"
+            f" {self.pct(0.99):.1f} | {max(self.latencies) * 1000:.1f} | {statuses} |"
+        )
+
+
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def closed_loop(
+    port: int, requests: list[bytes], connections: int, seconds: float, name: str
+) -> Result:
+    result = Result(name)
+    counter = iter(range(10**9))
+    start = time.perf_counter()
+    stop_at = start + seconds
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (now := time.perf_counter()) < stop_at:
+                status = await _exchange(reader, writer, requests[next(counter) % len(requests)])
+                result.latencies.append(time.perf_counter() - now)
+                result.statuses[status] += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+async def open_loop(
+    port: int, requests: list[bytes], rate: float, seconds: float, connections: int, name: str
+) -> Result:
+    """Requests scheduled at a fixed rate; latency counts from the scheduled time."""
+    result = Result(name)
+    queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while (item := await queue.get()) is not None:
+                scheduled, request = item
+                status = await _exchange(reader, writer, request)
+                result.latencies.append(time.perf_counter() - scheduled)
+                result.statuses[status] += 1
+        finally:
+            writer.close()
+
+    workers = [asyncio.create_task(connection()) for _ in range(connections)]
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for n in range(total):
+        scheduled = start + n / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((scheduled, requests[n % len(requests)]))
+    for _ in workers:
+        queue.put_nowait(None)
+    await asyncio.gather(*workers)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            httpx.post(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
+    logs = Path(tempfile.mkdtemp(prefix="intake-bench-"))
+    intake_port, bare_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
+    env.update(
+        RUNBOOK_OPS_DATABASE_URL=db_url,
+        RUNBOOK_GENERIC_SECRET=SECRET,
+        RUNBOOK_ALERTMANAGER_TOKEN=TOKEN,
+        RUNBOOK_INTAKE_DISPATCH="false",
+        RUNBOOK_INTAKE_DB_POOL_SIZE=str(args.pool),
+        PREFECT_API_URL="",
+        PYTHONPATH=str(ROOT),
+    )
+    code = f"from intake.cli import run; run('127.0.0.1', {intake_port})"
+    with (logs / "intake.log").open("wb") as log:
+        intake = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
+    with (logs / "bare.log").open("wb") as log:
+        bare = subprocess.Popen(
+            [sys.executable, "-c", _BARE.replace("{port}", str(bare_port))],
+            env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+    try:
+        wait_ready(f"http://127.0.0.1:{intake_port}/healthz", intake)
+        wait_ready(f"http://127.0.0.1:{bare_port}/alerts/generic", bare)
+        intake_requests = build_requests(intake_port, 20_000)
+        bare_requests = build_requests(bare_port, 2_000)
+        c, s = args.connections, args.seconds
+        await closed_loop(intake_port, intake_requests, c, 2, "warm-up")  # opens incidents
+        await closed_loop(bare_port, bare_requests, c, 1, "warm-up")
+        bare_result = await closed_loop(bare_port, bare_requests, c, s, "bare `return 202`")
+        intake_result = await closed_loop(intake_port, intake_requests, c, s, "intake (max)")
+        fixed = await open_loop(
+            intake_port, intake_requests, args.rate, s, max(c, 50),
+            f"intake at {args.rate:,.0f}/s (open loop)",
+        )  # fmt: skip
+        return [bare_result, intake_result, fixed]
+    finally:
+        stop(intake)
+        stop(bare)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--pool", type=int, default=10, help="intake's ops DB pool size")
+    args = parser.parse_args()
+
+    admin = os.environ.get("RUNBOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"runbook_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        results = asyncio.run(bench(args, admin.rsplit("/", 1)[0] + "/" + name))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    bare, best, fixed = results
+    print(f"{os.cpu_count()} CPUs, {args.connections} connections, {args.seconds:g} s per run\n")
+    print("| run | deliveries | per second | p50 ms | p99 ms | max ms | statuses |")
+    print("|---|---|---|---|---|---|---|")
+    for result in results:
+        print(result.row())
+    print(f"\nintake / bare throughput: {best.rate / bare.rate:.0%}")
+    print(
+        f"target ≥ 1,000/s for {args.seconds:g} s with p99 ≤ 100 ms:"
+        f" {'met' if fixed.rate >= 990 and fixed.pct(0.99) <= 100 else 'NOT met'}"
+        f" ({fixed.rate:,.0f}/s, p99 {fixed.pct(0.99):.1f} ms)"
+    )
+
+
+if __name__ == "__main__":
+    main()
