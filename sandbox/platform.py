@@ -6,6 +6,7 @@ request experiences (`simulate_chat`) is a pure function of this state plus chan
 
     current deployment defect  errors → ~15 % application errors; outage → every request fails
     DEFAULT_MODEL              the primary model fails while an LLM fault is active
+    REQUEST_QUEUE_ENABLED      rate-limited requests wait (+3 s) instead of failing
     integration-outage         intents that call Shopify (or Gorgias) fail
     high-load                  latency ∝ 1 / replicas (P99 > 10 s below 5 replicas)
     db-down / pool exhausted   database errors;  slow-queries / redis-slow  added latency
@@ -45,6 +46,8 @@ INTENTS = {
 }
 BAD_DEPLOY_ERROR_RATE = 0.18
 BACKGROUND_ERROR_RATE = 0.001  # a healthy platform still fails now and then
+FALLBACK_SPEEDUP = 0.7  # the smaller model answers faster ("consider model downgrade for speed")
+QUEUE_DELAY_S = 3.0
 
 
 def now() -> float:
@@ -211,6 +214,7 @@ class Platform:
         for dep in self.deployments:
             dep.defect = None
         self.variables["DEFAULT_MODEL"] = self.primary_model
+        self.variables.pop("REQUEST_QUEUE_ENABLED", None)
         if self.variables.get("DATABASE_POOL_SIZE") != "10":
             self.variables["DATABASE_POOL_SIZE"] = "10"
             self.emit("pool-size")
@@ -250,6 +254,10 @@ class Platform:
             return "rate_limit"
         return None
 
+    def queueing(self) -> bool:
+        """Runbook §3 "enable request queuing": the service variable REQUEST_QUEUE_ENABLED."""
+        return self.variables.get("REQUEST_QUEUE_ENABLED", "").lower() in {"1", "true", "yes"}
+
     def load_factor(self) -> float:
         if self.active("high-load"):
             return max(1.0, 16.0 / self.replicas)
@@ -271,7 +279,8 @@ class Platform:
             names = list(INTENTS)
             intent = random.choices(names, weights=[INTENTS[n][0] for n in names])[0]
         model = self.variables.get("DEFAULT_MODEL", self.primary_model)
-        latency = 1.0 * self.load_factor() * random.uniform(0.6, 1.5) + extra_latency_s
+        speed = FALLBACK_SPEEDUP if model == self.fallback_model else 1.0
+        latency = speed * self.load_factor() * random.uniform(0.6, 1.5) + extra_latency_s
         error: str | None = None
         llm_error: str | None = None
         dep = self.current
@@ -284,6 +293,8 @@ class Platform:
         elif failure == "outage":
             llm_error = f"openai server_error: 503 The server is overloaded (model {model})"
             error = f"llm: {llm_error}"
+        elif failure == "rate_limit" and self.queueing():
+            latency += QUEUE_DELAY_S  # queued until the provider's window allows it
         elif failure == "rate_limit":
             llm_error = f"openai rate_limit_exceeded: 429 Rate limit reached for {model}"
             error = f"llm: {llm_error}"

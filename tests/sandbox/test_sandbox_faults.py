@@ -108,6 +108,17 @@ async def test_fault_llm_rate_limit_cured_by_fallback_model(
     assert healed.rate_pct <= 2.0, healed
 
 
+async def test_llm_rate_limit_absorbed_by_request_queue(
+    sandbox: SandboxHandle, blocks: Blocks
+) -> None:
+    sandbox.inject("llm-rate-limit")
+    assert (await fresh_error_rate(blocks)).rate_pct > 50
+    await railway.set_variables.fn(blocks.railway, {"REQUEST_QUEUE_ENABLED": "true"})
+    assert (await fresh_error_rate(blocks)).rate_pct <= 2.0
+    queued = await langsmith.get_trace_latency.fn(blocks.langsmith, window_s=WINDOW_S)
+    assert queued.p50_s > 3.0, "queued requests wait instead of failing"
+
+
 async def test_fault_integration_outage_on_status_page_clears_with_the_fault(
     sandbox: SandboxHandle, blocks: Blocks
 ) -> None:
