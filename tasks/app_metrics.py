@@ -9,7 +9,7 @@ plus the error rate over a shorter window, and — as the "slow queries" signal 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ from runbook.errors import PermanentError, TransientError
 from runbook.retry import retrying
 
 SERVICE = "app database"
+_SINCE = "AND (%(since)s::timestamptz IS NULL OR created_at > %(since)s::timestamptz)"
 
 
 class ErrorRate(BaseModel):
@@ -80,13 +81,17 @@ async def _fetch(db: AppDatabase, sql: str, params: dict[str, Any]) -> list[tupl
 
 
 @task(name="get-app-error-rate", retries=0)
-async def get_error_rate(db: AppDatabase, window_s: int = 300) -> ErrorRate:
-    """Share of assistant replies that carry `metadata.error` in the last `window_s` seconds."""
+async def get_error_rate(
+    db: AppDatabase, window_s: int = 300, since: datetime | None = None
+) -> ErrorRate:
+    """Share of assistant replies that carry `metadata.error` in the last `window_s` seconds
+    (and, with `since`, only after that moment — e.g. verifying an act measures from the act)."""
     rows = await _fetch(
         db,
         "SELECT count(*), count(*) FILTER (WHERE metadata->>'error' IS NOT NULL)"
-        " FROM messages WHERE created_at > now() - %(window)s AND role = 'assistant'",
-        {"window": timedelta(seconds=window_s)},
+        " FROM messages WHERE created_at > now() - %(window)s AND role = 'assistant'"
+        f" {_SINCE}",
+        {"window": timedelta(seconds=window_s), "since": since},
     )
     replies, errors = int(rows[0][0]), int(rows[0][1])
     rate = 100.0 * errors / replies if replies else 0.0
@@ -94,14 +99,16 @@ async def get_error_rate(db: AppDatabase, window_s: int = 300) -> ErrorRate:
 
 
 @task(name="get-app-error-distribution", retries=0)
-async def get_error_distribution(db: AppDatabase, window_s: int = 3600) -> ErrorDistribution:
+async def get_error_distribution(
+    db: AppDatabase, window_s: int = 3600, since: datetime | None = None
+) -> ErrorDistribution:
     """The runbook's error-distribution query (errors by intent), with one sample per intent."""
     rows = await _fetch(
         db,
         "SELECT intent, COUNT(*), min(metadata->>'error') FROM messages"
         " WHERE created_at > NOW() - %(window)s AND role = 'assistant'"
-        " AND metadata->>'error' IS NOT NULL GROUP BY intent ORDER BY 2 DESC",
-        {"window": timedelta(seconds=window_s)},
+        f" AND metadata->>'error' IS NOT NULL {_SINCE} GROUP BY intent ORDER BY 2 DESC",
+        {"window": timedelta(seconds=window_s), "since": since},
     )
     return ErrorDistribution(
         window_s=window_s,

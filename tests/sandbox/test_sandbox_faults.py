@@ -4,6 +4,7 @@ remedy through the production task → the symptom clears. Everything over HTTP/
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -56,9 +57,12 @@ async def test_fault_bad_deploy_cured_by_rollback(sandbox: SandboxHandle, blocks
     distribution = await app_metrics.get_error_distribution.fn(blocks.db, window_s=10)
     assert any("application" in s for s in distribution.samples.values())
 
+    acted_at = datetime.now(UTC)
     target = await roll_back_to_last_known_good(blocks)
     healed = await fresh_error_rate(blocks)
     assert healed.rate_pct <= 2.0, healed
+    since_act = await app_metrics.get_error_rate.fn(blocks.db, window_s=3600, since=acted_at)
+    assert since_act.replies > 50 and since_act.rate_pct <= 2.0, since_act
     assert sandbox.state()["faults"] == []
     assert sandbox.journal()[-1] | {"ts": None} == {
         "ts": None,
