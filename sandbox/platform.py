@@ -7,6 +7,7 @@ request experiences (`simulate_chat`) is a pure function of this state plus chan
     current deployment defect  errors → ~15 % application errors; outage → every request fails
     DEFAULT_MODEL              the primary model fails while an LLM fault is active
     REQUEST_QUEUE_ENABLED      rate-limited requests wait (+3 s) instead of failing
+    MAINTENANCE_MODE           chat answers 503 "maintenance"; /health says so; no traffic
     integration-outage         intents that call Shopify (or Gorgias) fail
     high-load                  latency ∝ 1 / replicas (P99 > 10 s below 5 replicas)
     db-down / pool exhausted   database errors;  slow-queries / redis-slow  added latency
@@ -215,6 +216,7 @@ class Platform:
             dep.defect = None
         self.variables["DEFAULT_MODEL"] = self.primary_model
         self.variables.pop("REQUEST_QUEUE_ENABLED", None)
+        self.variables.pop("MAINTENANCE_MODE", None)
         if self.variables.get("DATABASE_POOL_SIZE") != "10":
             self.variables["DATABASE_POOL_SIZE"] = "10"
             self.emit("pool-size")
@@ -257,6 +259,10 @@ class Platform:
     def queueing(self) -> bool:
         """Runbook §3 "enable request queuing": the service variable REQUEST_QUEUE_ENABLED."""
         return self.variables.get("REQUEST_QUEUE_ENABLED", "").lower() in {"1", "true", "yes"}
+
+    def maintenance(self) -> bool:
+        """Maintenance mode (service variable MAINTENANCE_MODE): customers get a 503 page."""
+        return self.variables.get("MAINTENANCE_MODE", "").lower() in {"1", "true", "yes"}
 
     def load_factor(self) -> float:
         if self.active("high-load"):

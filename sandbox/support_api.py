@@ -171,7 +171,7 @@ class SupportApi:
         tick = 0.25
         while True:
             await asyncio.sleep(tick)
-            n = _poisson(self.traffic_rps * tick)
+            n = 0 if self.p.maintenance() else _poisson(self.traffic_rps * tick)
             for _ in range(n):
                 self._simulate()
             try:
@@ -194,7 +194,8 @@ class SupportApi:
         return None
 
     async def health(self, request: Request) -> JSONResponse:
-        return self._down() or JSONResponse({"status": "ok"})
+        extra = {"maintenance": True} if self.p.maintenance() else {}
+        return self._down() or JSONResponse({"status": "ok", **extra})
 
     async def ready(self, request: Request) -> JSONResponse:
         if down := self._down():
@@ -230,6 +231,12 @@ class SupportApi:
             return JSONResponse({"error": "body must be JSON"}, status_code=400)
         if down := self._down():
             return down
+        if self.p.maintenance():
+            return JSONResponse(
+                {"error": "down for scheduled maintenance"},
+                status_code=503,
+                headers={"Retry-After": "600"},
+            )
         outcome = self._simulate(intent if isinstance(intent, str) else None)
         with contextlib.suppress(Exception):
             await self.redis.set(f"sandbox:conv:{random.getrandbits(32)}", "1", ex=60)

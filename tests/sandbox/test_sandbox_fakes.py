@@ -115,6 +115,20 @@ async def test_railway_scale_and_variables_change_state_and_journal(
     assert secret.present and secret.value is None
 
 
+async def test_maintenance_mode_variable_closes_chat_but_not_health(
+    sandbox: SandboxHandle, blocks: Blocks
+) -> None:
+    await railway.set_variables.fn(blocks.railway, {"MAINTENANCE_MODE": "true"})
+    async with httpx.AsyncClient(base_url=blocks.api.base_url) as client:
+        chat = await client.post("/v1/chat", json={})
+        health = await client.get("/health")
+    assert chat.status_code == 503 and "maintenance" in chat.json()["error"]
+    assert health.json() == {"status": "ok", "maintenance": True}
+    await railway.set_variables.fn(blocks.railway, {"MAINTENANCE_MODE": "false"})
+    async with httpx.AsyncClient(base_url=blocks.api.base_url) as client:
+        assert (await client.post("/v1/chat", json={"intent": "other"})).status_code == 200
+
+
 # -- RDS ------------------------------------------------------------------------------------------
 async def test_boto3_sees_modifying_then_available(sandbox: SandboxHandle, blocks: Blocks) -> None:
     env = sandbox.env
