@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import subprocess
@@ -60,7 +61,7 @@ async def receive(request: Request) -> Response:
 
 app = Starlette(routes=[Route("/alerts/{source}", receive, methods=["POST"])])
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=False,
-            lifespan="on", timeout_graceful_shutdown=10)
+            lifespan="on", timeout_graceful_shutdown=10, http="{http}", loop="{loop}")
 """
 
 
@@ -241,6 +242,8 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         RUNBOOK_ALERTMANAGER_TOKEN=TOKEN,
         RUNBOOK_INTAKE_DISPATCH="false",
         RUNBOOK_INTAKE_DB_POOL_SIZE=str(args.pool),
+        RUNBOOK_INTAKE_HTTP=args.http,
+        RUNBOOK_INTAKE_LOOP=args.loop,
         PREFECT_API_URL="",
         PYTHONPATH=str(ROOT),
     )
@@ -249,7 +252,8 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         intake = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
     with (logs / "bare.log").open("wb") as log:
         bare = subprocess.Popen(
-            [sys.executable, "-c", _BARE.replace("{port}", str(bare_port))],
+            [sys.executable, "-c", _BARE.replace("{port}", str(bare_port))
+             .replace("{http}", args.http).replace("{loop}", args.loop)],
             env=env, stdout=log, stderr=log,
         )  # fmt: skip
     try:
@@ -278,6 +282,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--pool", type=int, default=10, help="intake's ops DB pool size")
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     args = parser.parse_args()
 
     admin = os.environ.get("RUNBOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -290,7 +296,12 @@ def main() -> None:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     bare, best, fixed = results
-    print(f"{os.cpu_count()} CPUs, {args.connections} connections, {args.seconds:g} s per run\n")
+    stack = f"uvicorn http={args.http} loop={args.loop}"
+    if args.http == "auto" or args.loop == "auto":
+        have = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m)]
+        stack += f" (installed: {', '.join(have) or 'neither uvloop nor httptools'})"
+    print(f"{os.cpu_count()} CPUs, {args.connections} connections, {args.seconds:g} s per run")
+    print(f"server stack: {stack}\n")
     print("| run | deliveries | per second | p50 ms | p99 ms | max ms | statuses |")
     print("|---|---|---|---|---|---|---|")
     for result in results:

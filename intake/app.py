@@ -31,7 +31,7 @@ from intake.dispatcher import DEPTH, Dispatcher
 from intake.metrics import CONTENT_TYPE, IntakeMetrics
 from intake.parsers import PARSERS, SOURCES, Parsed, ShapeError
 from intake.persister import Persister
-from intake.routes import RoutingTable, load_table, route
+from intake.routes import Router, RoutingTable, load_table
 from intake.settings import IntakeSettings
 from runbook import opsdb
 from runbook.alerts import Alert
@@ -67,6 +67,7 @@ class Intake:
     def __init__(self, settings: IntakeSettings, table: RoutingTable | None = None) -> None:
         self.settings = settings
         self.table = table or load_table(settings.intake_routes_file)
+        self.router = Router(self.table, deployment=settings.deployment_name)
         self.metrics = IntakeMetrics()
         self.pool: AsyncConnectionPool | None = None
         self.dispatcher: Dispatcher | None = None
@@ -150,8 +151,7 @@ class Intake:
             body = await self.read_body(request)
             self.authenticate(source, request, body)
             parsed = self.decode(source, request, body)
-            deployment = self.settings.deployment_name
-            placed = [(a, route(self.table, a, deployment=deployment)) for a in parsed.alerts]
+            placed = [(a, self.router(a)) for a in parsed.alerts]
             recorded = await self.persist(placed)
         except Rejected as exc:
             self.metrics.rejected.labels(source, exc.reason).inc()
@@ -219,6 +219,7 @@ class Intake:
             from intake.routes_block import load_block_table
 
             self.table = await load_block_table(self.settings.intake_routes_block, self.table)
+            self.router = Router(self.table, deployment=self.settings.deployment_name)
         url = self.settings.ops_database_url
         self.pool = await opsdb.open_pool(
             url.get_secret_value() if url else None, max_size=self.settings.intake_db_pool_size

@@ -124,6 +124,29 @@ def select_route(table: RoutingTable, alert: Alert) -> Route:
     return table.fallback
 
 
+class Router:
+    """`route()` with a memo: a storm repeats the same few alerts, so the regexes run once each.
+
+    Keyed by everything `route()` reads (source, name, summary, labels); bounded.
+    """
+
+    def __init__(self, table: RoutingTable, *, deployment: str, size: int = 4096) -> None:
+        self.table = table
+        self.deployment = deployment
+        self.size = size
+        self._memo: dict[tuple[object, ...], Placement] = {}
+
+    def __call__(self, alert: Alert) -> Placement:
+        key = (alert.source, alert.name, alert.summary, *sorted(alert.labels.items()))
+        placement = self._memo.get(key)
+        if placement is None:
+            placement = route(self.table, alert, deployment=self.deployment)
+            if len(self._memo) >= self.size:
+                self._memo.clear()
+            self._memo[key] = placement
+        return placement
+
+
 def _label(alert: Alert, key: str) -> str:
     if key == "alertname":
         return alert.labels.get("alertname") or alert.name

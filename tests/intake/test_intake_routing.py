@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from intake.routes import load_table, parse_table, route
+from intake.routes import Router, load_table, parse_table, route
 from runbook.alerts import Alert, AlertStatus
 from runbook.errors import ConfigurationError
 
@@ -124,3 +124,14 @@ def test_table_from_yaml_replaces_the_bundled_one() -> None:
     )
     assert route(table, alert("x", team="payments")).route == "only"
     assert route(table, alert("HighErrorRate")).route == "triage"
+
+
+def test_router_memo_gives_the_same_placement_as_route() -> None:
+    router = Router(TABLE, deployment="runbook", size=2)
+    for name, summary, source, expected in ROWS * 2:
+        placed = router(alert(name, summary, source))
+        assert placed == route(TABLE, alert(name, summary, source))
+        assert placed.route == expected
+    # labels are part of the key: a different target is a different placement
+    assert router(alert("HighErrorRate", target="a")).target == "a"
+    assert router(alert("HighErrorRate", target="b")).target == "b"
