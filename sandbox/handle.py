@@ -48,9 +48,16 @@ class SandboxHandle:
     """A running sandbox: its environment, its control endpoint, and how to stop it."""
 
     def __init__(
-        self, env: dict[str, str], pid: int, process: subprocess.Popen[bytes] | None, data_dir: Path
+        self,
+        env: dict[str, str],
+        pid: int,
+        process: subprocess.Popen[bytes] | None,
+        data_dir: Path,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.env = env
+        # settings the project has no RUNBOOK_* name for yet (our customer status page)
+        self.extra_env = extra_env or {}
         self.pid = pid
         self.process = process
         self.data_dir = data_dir
@@ -201,7 +208,7 @@ def start_sandbox(
             raise SandboxError(f"sandbox exited with code {process.returncode}: {last}")
         if ready.exists():
             info = json.loads(ready.read_text())
-            return SandboxHandle(info["env"], info["pid"], process, data_dir)
+            return SandboxHandle(info["env"], info["pid"], process, data_dir, info.get("extra_env"))
         time.sleep(0.05)
     handle = SandboxHandle({"RUNBOOK_SANDBOX_CONTROL_URL": ""}, process.pid, process, data_dir)
     handle.stop()

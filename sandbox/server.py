@@ -35,24 +35,16 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from runbook import embedded
+from sandbox.environment import SECRETS, STATUSPAGE_PAGE_ID, client_env, extra_env
 from sandbox.langsmith import LangSmithApi
 from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
 from sandbox.proxy import TcpProxy
 from sandbox.railway import RailwayApi
 from sandbox.rds import RdsFront, create_instance
+from sandbox.statuspage_manage import StatuspageManage
 from sandbox.stores import create_database, drop_database, resolve, where, with_db
 from sandbox.support_api import SupportApi
 from sandbox.vendors import OpenAi, Sinks, StatusPages
-
-SECRETS = {
-    "railway_token": "rw-sbx-7f3a9c2e51d84b6f0a2c",
-    "aws_access_key_id": "AKIASBX7Q2M4X9ZK3TPL",
-    "aws_secret_access_key": "sbx-aws-secret-3e8c1f0a9b7d4e2c6a5f",
-    "langsmith_api_key": "lsv2_sbx_91c4e7a2b3d84f6e5a7c",
-    "llm_api_key": "sk-sbx-5d2f8a1c9e7b4a3d6f1e",
-    "slack_path": "/slack/services/T0SBX4/B0SBX7/sbxhook4c8e2a9f71d3b5e6",
-    "pagerduty_routing_key": "sbx0e6f3b9a2c7d41f58e1a9b3c7d2e4",
-}
 
 
 def bind(port: int) -> socket.socket:
@@ -106,7 +98,6 @@ class Sandbox:
         redis_db = (redis_parts.path or "/0").lstrip("/") or "0"
         api_redis = f"redis://127.0.0.1:{ports['redis']}/{redis_db}"
 
-        fakes = f"http://127.0.0.1:{ports['fakes']}"
         platform_config = {
             "primary_model": c.get("primary_model", "gpt-4o"),
             "fallback_model": c.get("fallback_model", "gpt-4o-mini"),
@@ -146,35 +137,17 @@ class Sandbox:
             langsmith_project,
             platform_config["langsmith_project_id"],
         )
-        self.env = {
-            "RUNBOOK_API_URL": f"http://127.0.0.1:{ports['api']}",
-            "RUNBOOK_APP_DATABASE_URL": api_db,
-            "RUNBOOK_APP_REDIS_URL": api_redis,
-            "RUNBOOK_RAILWAY_ENDPOINT": f"{fakes}/graphql/v2",
-            "RUNBOOK_RAILWAY_TOKEN": SECRETS["railway_token"],
-            "RUNBOOK_RAILWAY_PROJECT_ID": platform_config["railway_project_id"],
-            "RUNBOOK_RAILWAY_ENVIRONMENT_ID": platform_config["railway_environment_id"],
-            "RUNBOOK_RAILWAY_SERVICE_ID": platform_config["railway_service_id"],
-            "RUNBOOK_AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['aws']}",
-            "RUNBOOK_AWS_REGION": "us-east-1",
-            "RUNBOOK_AWS_ACCESS_KEY_ID": SECRETS["aws_access_key_id"],
-            "RUNBOOK_AWS_SECRET_ACCESS_KEY": SECRETS["aws_secret_access_key"],
-            "RUNBOOK_RDS_INSTANCE_ID": self.rds.instance_id,
-            "RUNBOOK_LANGSMITH_URL": f"{fakes}/langsmith",
-            "RUNBOOK_LANGSMITH_API_KEY": SECRETS["langsmith_api_key"],
-            "RUNBOOK_LANGSMITH_PROJECT": langsmith_project,
-            "RUNBOOK_STATUS_PAGES": json.dumps(
-                {n: f"{fakes}/status/{n}" for n in ("openai", "shopify", "gorgias")}
-            ),
-            "RUNBOOK_LLM_BASE_URL": f"{fakes}/openai/v1",
-            "RUNBOOK_LLM_API_KEY": SECRETS["llm_api_key"],
-            "RUNBOOK_LLM_PRIMARY_MODEL": p.primary_model,
-            "RUNBOOK_LLM_FALLBACK_MODEL": p.fallback_model,
-            "RUNBOOK_SLACK_WEBHOOK_URL": f"{fakes}{SECRETS['slack_path']}",
-            "RUNBOOK_PAGERDUTY_EVENTS_URL": f"{fakes}/pagerduty/v2/enqueue",
-            "RUNBOOK_PAGERDUTY_ROUTING_KEY": SECRETS["pagerduty_routing_key"],
-            "RUNBOOK_SANDBOX_CONTROL_URL": f"{fakes}/control",
-        }
+        self.env = client_env(
+            ports,
+            api_db=api_db,
+            api_redis=api_redis,
+            ids=platform_config,
+            rds_instance_id=self.rds.instance_id,
+            langsmith_project=langsmith_project,
+            primary_model=p.primary_model,
+            fallback_model=p.fallback_model,
+        )
+        self.extra_env = extra_env(ports)
         await self.api.start()
 
     def _start_moto(self) -> None:
@@ -207,6 +180,7 @@ class Sandbox:
         )
         vendors = StatusPages(self.platform)
         openai = OpenAi(self.platform, SECRETS["llm_api_key"])
+        manage = StatuspageManage(self.platform, SECRETS["statuspage_api_key"], STATUSPAGE_PAGE_ID)
         sinks = Sinks(self.platform, SECRETS["slack_path"], SECRETS["pagerduty_routing_key"])
         fakes = Starlette(
             routes=[
@@ -219,6 +193,13 @@ class Sandbox:
                 Route("/status/{name}/api/v2/{what:path}", vendors.handle),
                 Route("/slack/services/{rest:path}", sinks.slack, methods=["POST"]),
                 Route("/pagerduty/v2/enqueue", sinks.pagerduty, methods=["POST"]),
+                Route("/statuspage/v1/pages/{page_id}/incidents", manage.create, methods=["POST"]),
+                Route("/statuspage/v1/pages/{page_id}/incidents", manage.list),
+                Route(
+                    "/statuspage/v1/pages/{page_id}/incidents/{incident_id}",
+                    manage.update,
+                    methods=["PATCH"],
+                ),
                 Route("/control/state", self.control_state),
                 Route("/control/journal", self.control_journal),
                 Route("/control/sinks/{name}", self.control_sink),
@@ -253,7 +234,9 @@ class Sandbox:
     async def control_sink(self, request: Request) -> JSONResponse:
         name = request.path_params["name"]
         if name not in self.platform.sinks:
-            return JSONResponse({"error": f"unknown sink {name!r} (slack, pagerduty)"}, 404)
+            return JSONResponse(
+                {"error": f"unknown sink {name!r}; known: {', '.join(self.platform.sinks)}"}, 404
+            )
         return JSONResponse(self.platform.sinks[name])
 
     async def control_inject(self, request: Request) -> JSONResponse:
@@ -332,7 +315,13 @@ class Sandbox:
             tmp = ready_file.with_suffix(".tmp")
             tmp.write_text(
                 json.dumps(
-                    {"pid": os.getpid(), "env": self.env, "ports": self.ports, "started": now()}
+                    {
+                        "pid": os.getpid(),
+                        "env": self.env,
+                        "extra_env": self.extra_env,
+                        "ports": self.ports,
+                        "started": now(),
+                    }
                 )
             )
             tmp.chmod(0o600)

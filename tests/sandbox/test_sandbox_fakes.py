@@ -15,8 +15,8 @@ from pydantic import SecretStr
 
 from blocks import Railway
 from runbook.errors import NotAuthorized, PermanentError, RateLimited, TransientError
+from sandbox.environment import SECRETS
 from sandbox.handle import SandboxError, SandboxHandle
-from sandbox.server import SECRETS
 from tasks import langsmith, llm, notify, railway, rds, status_pages
 from tests.sandbox.conftest import Blocks, eventually
 
@@ -245,3 +245,38 @@ async def test_refused_keys_are_not_authorized_and_unreachable_is_transient(
     closed = blocks.pages.model_copy(update={"pages": {"shopify": "http://127.0.0.1:9"}})
     with pytest.raises(TransientError, match="connection failed"):
         await status_pages.get_status_page.fn(closed, "shopify")
+
+
+def test_customer_status_page_records_what_customers_were_told(sandbox: SandboxHandle) -> None:
+    extra = sandbox.extra_env
+    base = f"{extra['RUNBOOK_STATUSPAGE_URL']}/pages/{extra['RUNBOOK_STATUSPAGE_PAGE_ID']}"
+    auth = {"Authorization": f"OAuth {extra['RUNBOOK_STATUSPAGE_API_KEY']}"}
+    assert httpx.post(f"{base}/incidents", json={"incident": {}}).status_code == 401
+    time.sleep(1.05)
+    created = httpx.post(
+        f"{base}/incidents",
+        headers=auth,
+        json={
+            "incident": {
+                "name": "Support chat unavailable",
+                "status": "investigating",
+                "components": {"chat": "major_outage"},
+            }
+        },
+    )
+    assert created.status_code == 201
+    too_soon = httpx.get(f"{base}/incidents", headers=auth)
+    assert too_soon.status_code == 429 and too_soon.headers["Retry-After"] == "1"
+    time.sleep(1.05)
+    resolved = httpx.patch(
+        f"{base}/incidents/{created.json()['id']}",
+        headers=auth,
+        json={"incident": {"status": "resolved", "components": {"chat": "operational"}}},
+    )
+    assert resolved.status_code == 200
+    told = sandbox.sink("statuspage")
+    assert [(m["action"], m["status"]) for m in told[-2:]] == [
+        ("create", "investigating"),
+        ("update", "resolved"),
+    ]
+    assert told[-1]["components"] == {"chat": "operational"}
