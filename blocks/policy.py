@@ -43,6 +43,7 @@ def _default_thresholds() -> dict[str, Threshold]:
 def _default_action_classes() -> dict[str, str]:
     return {
         "switch_model": "safe",
+        "restore_model": "safe",
         "enable_request_queue": "safe",
         "scale_replicas": "safe",
         "set_pool_size": "safe",
@@ -66,6 +67,10 @@ class Policy(RunbookBlock):
     thresholds: dict[str, Threshold] = Field(default_factory=_default_thresholds)
     rollback_error_rate_pct: float = 5.0
     max_replicas: int = Field(5, ge=1, le=50)
+    scale_down_cooldown_s: int = Field(1800, ge=0, description="before replicas go back down")
+    llm_restore_healthy_s: int = Field(
+        60, ge=0, description="primary model healthy this long before switching back"
+    )
     max_pool_size: int = Field(30, ge=1)
     destructive_budget_per_hour: int = Field(2, ge=0)
     approval_timeout_s: int = Field(900, ge=1)

@@ -8,6 +8,9 @@ from typing import Any
 # flow name -> "module:function"; imported lazily so the CLI starts fast
 FLOWS: dict[str, str] = {
     "health-check": "flows.health:health_check",
+    "high-error-rate": "flows.high_error_rate:high_error_rate",
+    "high-latency": "flows.high_latency:high_latency",
+    "llm-provider": "flows.llm_provider:llm_provider",
 }
 
 

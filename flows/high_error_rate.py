@@ -1,0 +1,358 @@
+"""Runbook §1 "High Error Rate (>1%)": LLM → fallback model; integration → status pages;
+database → connection pool; bad deploy or persistent > 5 % → rollback (approval)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict
+
+from blocks import AppDatabase, LangSmith, Railway, StatusPages
+from blocks.policy import Policy
+from flows.incident import IncidentRun, RemediationResult
+from flows.notifications import page
+from runbook.domain import Status, classify
+from runbook.errors import RunbookError
+from runbook.verify import verify_or_undo
+from tasks import app_metrics, langsmith, railway, status_pages
+from tasks.postgres import get_pg_connections
+
+Cause = Literal["none", "llm", "integration", "database", "bad-deploy", "unknown"]
+Act = Literal["none", "switch_model", "notify", "check_database", "rollback", "escalate"]
+
+_PATTERNS = {
+    "llm": re.compile(r"\bllm\b|openai|\bmodel\b|rate.?limit|\b429\b|overloaded", re.I),
+    "integration": re.compile(r"integration|shopify|gorgias", re.I),
+    "database": re.compile(
+        r"database|postgres|psycopg|connection pool|pool exhausted|"
+        r"connection refused|too many connections",
+        re.I,
+    ),
+}
+
+
+def error_cause(message: str) -> str:
+    """llm | integration | database | application, from one error message."""
+    for cause, pattern in _PATTERNS.items():
+        if pattern.search(message):
+            return cause
+    return "application"
+
+
+class ErrorSignals(BaseModel):
+    """Everything §1's decision needs, already observed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate_5m_pct: float
+    rate_1h_pct: float
+    causes: dict[str, int]  # error count by cause over the last hour
+    degraded_integrations: tuple[str, ...] = ()  # shopify / gorgias pages not operational
+    db_connections_pct: float | None = None
+    current_model: str | None = None
+    fallback_model: str = "gpt-4o-mini"
+    deploy_age_min: float | None = None  # age of the live deployment
+    deploy_error_lines: int = 0  # errors logged by the live deployment
+    rollback_to: str | None = None  # last known good deployment
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    cause: Cause
+    severity: Status
+    act: Act
+    why: str
+
+
+def decide(s: ErrorSignals, policy: Policy) -> Decision:
+    """All of §1's branching, as a pure function."""
+    limit = policy.threshold("error_rate_pct")
+    severity = classify(s.rate_5m_pct, limit.warn, limit.critical)
+    rate = f"error rate {s.rate_5m_pct:.1f} % (5 min), {s.rate_1h_pct:.1f} % (1 h)"
+    if severity is Status.OK:
+        return Decision(
+            cause="none",
+            severity=severity,
+            act="none",
+            why=f"{rate}: under the {limit.warn} % warn threshold",
+        )
+    total = sum(s.causes.values())
+    top, top_n = Counter(s.causes).most_common(1)[0] if total else ("application", 0)
+    dominant = top if total and top_n / total >= 0.5 else "unknown"
+    over_rollback = s.rate_5m_pct > policy.rollback_error_rate_pct
+
+    if dominant == "llm":
+        if s.current_model == s.fallback_model:
+            return Decision(
+                cause="llm",
+                severity=severity,
+                act="escalate",
+                why=f"{rate}, LLM errors while already on the fallback model",
+            )
+        return Decision(
+            cause="llm",
+            severity=severity,
+            act="switch_model",
+            why=f"{rate}, {top_n} of {total} errors are LLM errors",
+        )
+    if dominant == "integration" or (s.degraded_integrations and dominant != "application"):
+        pages = ", ".join(s.degraded_integrations) or "no status page shows it yet"
+        return Decision(
+            cause="integration",
+            severity=severity,
+            act="notify",
+            why=f"{rate}, integration errors; degraded: {pages}",
+        )
+    db_limit = policy.threshold("db_connections_pct")
+    if dominant == "database" or (
+        s.db_connections_pct is not None and s.db_connections_pct > db_limit.critical
+    ):
+        return Decision(
+            cause="database",
+            severity=severity,
+            act="check_database",
+            why=f"{rate}, database errors (connections {s.db_connections_pct} %)",
+        )
+    recent_deploy = s.deploy_age_min is not None and s.deploy_age_min <= 60
+    if dominant == "application" and recent_deploy and s.deploy_error_lines and over_rollback:
+        if s.rollback_to is None:
+            return Decision(
+                cause="bad-deploy",
+                severity=severity,
+                act="escalate",
+                why=f"{rate} since a deploy, but no deployment to roll back to",
+            )
+        return Decision(
+            cause="bad-deploy",
+            severity=severity,
+            act="rollback",
+            why=f"{rate} > {policy.rollback_error_rate_pct} %, application errors from the "
+            f"deployment live for {s.deploy_age_min:.0f} min",
+        )
+    persistent = over_rollback and s.rate_1h_pct > policy.rollback_error_rate_pct
+    if persistent and s.rollback_to is not None:
+        return Decision(
+            cause="unknown",
+            severity=severity,
+            act="rollback",
+            why=f"{rate}: persistent above {policy.rollback_error_rate_pct} %",
+        )
+    return Decision(
+        cause="unknown", severity=severity, act="escalate", why=f"{rate}, cause unclear"
+    )
+
+
+async def observe(
+    db: AppDatabase, ls: LangSmith, rw: Railway, pages: StatusPages, policy: Policy
+) -> tuple[ErrorSignals, dict[str, Any]]:
+    """§1's diagnosis, concurrently: app DB, LangSmith, Railway, status pages, DB pool."""
+
+    async def safe(coro: Any) -> Any:
+        try:
+            return await coro
+        except RunbookError:
+            return None
+
+    r5, r1h, dist, traces, deps, model, conns, *page_states = await asyncio.gather(
+        app_metrics.get_error_rate(db, 300),
+        app_metrics.get_error_rate(db, 3600),
+        app_metrics.get_error_distribution(db, 3600),
+        safe(langsmith.get_trace_errors(ls, 300)),
+        safe(railway.get_deployments(rw)),
+        safe(railway.get_variable(rw, "DEFAULT_MODEL")),
+        get_pg_connections(db, policy),
+        *(safe(status_pages.get_status_page(pages, name)) for name in ("shopify", "gorgias")),
+    )
+    causes: Counter[str] = Counter()
+    for intent, count in dist.by_intent.items():
+        causes[error_cause(dist.samples.get(intent, ""))] += count
+    degraded = tuple(p.page for p in page_states if p is not None and not p.operational)
+    age = error_lines = None
+    rollback_to = None
+    if deps is not None and deps.current_id:
+        live = next((d for d in deps.items if d.id == deps.current_id), None)
+        if live is not None:
+            age = (datetime.now(UTC) - live.created_at).total_seconds() / 60
+        logs = await safe(railway.get_deployment_logs(rw, deps.current_id))
+        error_lines = len(logs.lines) if logs else 0
+        good = railway.last_known_good(deps.items, deps.current_id)
+        rollback_to = good.id if good else None
+    signals = ErrorSignals(
+        rate_5m_pct=r5.rate_pct,
+        rate_1h_pct=r1h.rate_pct,
+        causes=dict(causes),
+        degraded_integrations=degraded,
+        db_connections_pct=conns.details.get("percent"),
+        current_model=model.value if model else None,
+        deploy_age_min=round(age, 1) if age is not None else None,
+        deploy_error_lines=error_lines or 0,
+        rollback_to=rollback_to,
+    )
+    evidence = {
+        "error_rate_5m_pct": r5.rate_pct,
+        "error_rate_1h_pct": r1h.rate_pct,
+        "errors_by_intent": dist.by_intent,
+        "errors_by_cause": dict(causes),
+        "langsmith_errored_5m": traces.errored if traces else "unavailable",
+        "degraded_integrations": list(degraded),
+        "live_deployment": deps.current_id if deps else None,
+    }
+    return signals, evidence
+
+
+async def error_rate_since(db: AppDatabase, since: float, floor_s: int = 10) -> float:
+    window = max(floor_s, int(asyncio.get_running_loop().time() - since))
+    return (await app_metrics.get_error_rate(db, window)).rate_pct
+
+
+@flow(name="high-error-rate", log_prints=False)
+async def high_error_rate(
+    incident_id: str | None = None, dry_run: bool = False, verify_window_s: float = 90.0
+) -> RemediationResult:
+    """Runbook §1 High Error Rate: find the cause (LLM, integration, database, bad deploy),
+    apply the runbook's remedy (fallback model, or rollback after approval), verify, report."""
+    run = await IncidentRun.start("high-error-rate", incident_id, dry_run)
+    policy = run.policy
+    db, ls, rw, pages, llm_model = await asyncio.gather(
+        AppDatabase.resolve(),
+        LangSmith.resolve(),
+        Railway.resolve(),
+        StatusPages.resolve(),
+        _fallback_model(),
+    )
+    signals, evidence = await observe(db, ls, rw, pages, policy)
+    signals = signals.model_copy(update={"fallback_model": llm_model})
+    await run.seen(
+        f"error rate {signals.rate_5m_pct} % (5 min); causes {signals.causes}", **evidence
+    )
+    decision = decide(signals, policy)
+    await run.decided(f"{decision.cause} → {decision.act}", decision.why)
+    target = f"railway:{rw.service_id}"
+    warn = policy.threshold("error_rate_pct").warn
+    loop = asyncio.get_running_loop()
+
+    if decision.act == "switch_model":
+        previous = signals.current_model or "unknown"
+        request = run.request(
+            "switch_model",
+            target,
+            params={"DEFAULT_MODEL": llm_model},
+            reason=decision.why,
+            evidence=evidence,
+            reversible=True,
+            undo_hint=f"DEFAULT_MODEL={previous}",
+        )
+
+        async def switch() -> dict[str, Any]:
+            return (await railway.set_variables(rw, {"DEFAULT_MODEL": llm_model})).model_dump()
+
+        async def switched(recorded: dict[str, Any]) -> bool:
+            return (await railway.get_variable(rw, "DEFAULT_MODEL")).value == llm_model
+
+        outcome = await run.act(request, act=switch, reconcile=switched)
+        if outcome.status not in {"done"}:
+            return await run.finish(
+                decision.act,
+                decision.why,
+                verified=None,
+                summary=f"switch to {llm_model}: {outcome.status}",
+            )
+        acted_at = loop.time()
+
+        async def verify() -> tuple[bool, str]:
+            rate = await error_rate_since(db, acted_at)
+            return rate <= warn, f"error rate {rate:.2f} % since the switch"
+
+        async def undo() -> dict[str, Any]:
+            if previous == "unknown":
+                return {"undone": False}
+            return (await railway.set_variables(rw, {"DEFAULT_MODEL": previous})).model_dump()
+
+        await asyncio.sleep(min(10.0, verify_window_s))
+        checked = await verify_or_undo(
+            request, verify=verify, undo=undo, page=page, window_s=verify_window_s, interval_s=5.0
+        )
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=checked.verified,
+            summary=f"DEFAULT_MODEL → {llm_model}; {checked.detail}",
+        )
+
+    if decision.act == "rollback" and signals.rollback_to:
+        good = signals.rollback_to
+        bad = evidence["live_deployment"]
+        request = run.request(
+            "rollback_deployment",
+            target,
+            params={"deployment_id": good},
+            reason=decision.why,
+            evidence=evidence,
+        )
+
+        async def rollback() -> dict[str, Any]:
+            return (await railway.rollback_deployment(rw, good)).model_dump()
+
+        async def rolled_back(recorded: dict[str, Any]) -> bool:
+            now = await railway.get_deployments(rw)
+            by_id = {d.id: d for d in now.items}
+            wanted, live = by_id.get(recorded["deployment_id"]), by_id.get(now.current_id or "")
+            return bool(wanted and live and live.commit == wanted.commit and live.id != bad)
+
+        async def still_bad() -> bool:
+            return (await app_metrics.get_error_rate(db, 120)).rate_pct > warn
+
+        outcome = await run.act(
+            request, act=rollback, reconcile=rolled_back, still_needed=still_bad
+        )
+        if outcome.status != "done":
+            if outcome.status == "rejected":
+                await run.escalate(f"rollback not approved ({outcome.detail}); errors continue")
+            return await run.finish(
+                decision.act,
+                decision.why,
+                verified=None,
+                summary=f"rollback to {good}: {outcome.status} ({outcome.detail})",
+            )
+        acted_at = loop.time()
+
+        async def verify() -> tuple[bool, str]:
+            rate = await error_rate_since(db, acted_at)
+            return rate <= warn, f"error rate {rate:.2f} % since the rollback"
+
+        await asyncio.sleep(min(10.0, verify_window_s))
+        checked = await verify_or_undo(
+            request, verify=verify, page=page, window_s=verify_window_s, interval_s=5.0
+        )
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=checked.verified,
+            summary=f"rolled back to {good}; {checked.detail}",
+        )
+
+    if decision.act in {"notify", "check_database"}:
+        await run.note("notified", decision.why)
+        advice = (
+            "No platform change: the integration is down on the provider's side."
+            if decision.act == "notify"
+            else "Check the connection pool (runbook §4: database-connections)."
+        )
+        return await run.finish(decision.act, decision.why, verified=None, summary=advice)
+    if decision.act == "escalate":
+        await run.escalate(f"High error rate needs a human: {decision.why}")
+    return await run.finish(
+        decision.act, decision.why, verified=decision.act == "none" or None, summary=decision.why
+    )
+
+
+async def _fallback_model() -> str:
+    from blocks.llm import LlmProbe
+
+    return (await LlmProbe.resolve()).fallback_model

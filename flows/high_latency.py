@@ -1,0 +1,298 @@
+"""Runbook §2 "High Latency (P99 > 10s)": scale replicas toward 5, check slow queries and Redis,
+consider a model downgrade for speed."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any, Literal
+
+from prefect import flow
+from prefect.artifacts import acreate_markdown_artifact
+from pydantic import BaseModel, ConfigDict
+
+from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
+from blocks.policy import Policy
+from flows.incident import IncidentRun, RemediationResult
+from flows.notifications import page
+from runbook.domain import Status, classify
+from runbook.verify import verify_or_undo
+from tasks import app_metrics, langsmith, railway
+from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
+from tasks.redis import get_redis_latency
+
+Bound = Literal["none", "database-bound", "redis-bound", "llm-bound", "capacity-bound"]
+Act = Literal["none", "scale_replicas", "switch_model", "report_slow_queries", "notify"]
+
+
+class LatencySignals(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    p99_s: float
+    slow_traces: int
+    traces: int
+    replicas: int
+    long_queries: int = 0  # active statements running > 5 s
+    slowest_statement_ms: float | None = None  # pg_stat_statements, when installed
+    idle_in_transaction: int = 0
+    redis_avg_ms: float | None = None
+    current_model: str | None = None
+    fallback_model: str = "gpt-4o-mini"
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    bound: Bound
+    severity: Status
+    act: Act
+    why: str
+    replicas_to: int | None = None
+
+
+def decide(s: LatencySignals, policy: Policy) -> Decision:
+    """All of §2's branching, as a pure function."""
+    p99 = policy.threshold("p99_latency_s")
+    severity = classify(s.p99_s, p99.warn, p99.critical)
+    seen = f"P99 {s.p99_s:.1f} s over {s.traces} traces ({s.slow_traces} > 5 s)"
+    if severity is Status.OK:
+        return Decision(
+            bound="none",
+            severity=severity,
+            act="none",
+            why=f"{seen}: under the {p99.warn:g} s warn threshold",
+        )
+    slow_ms = policy.threshold("slow_query_mean_ms")
+    stuck = policy.threshold("idle_in_transaction")
+    if (
+        s.long_queries > 0
+        or (s.slowest_statement_ms or 0) > slow_ms.critical
+        or s.idle_in_transaction > stuck.critical
+    ):
+        return Decision(
+            bound="database-bound",
+            severity=severity,
+            act="report_slow_queries",
+            why=f"{seen}; {s.long_queries} statements running > 5 s, "
+            f"{s.idle_in_transaction} sessions idle in transaction",
+        )
+    redis = policy.threshold("redis_latency_ms")
+    if s.redis_avg_ms is not None and s.redis_avg_ms > redis.warn:
+        return Decision(
+            bound="redis-bound",
+            severity=severity,
+            act="notify",
+            why=f"{seen}; Redis PING {s.redis_avg_ms:.1f} ms",
+        )
+    if s.replicas < policy.max_replicas:
+        wanted = math.ceil(s.replicas * s.p99_s / p99.warn) if s.replicas else s.replicas + 1
+        target = max(s.replicas + 1, min(policy.max_replicas, wanted))
+        return Decision(
+            bound="capacity-bound",
+            severity=severity,
+            act="scale_replicas",
+            why=f"{seen} with {s.replicas} replicas",
+            replicas_to=target,
+        )
+    if s.current_model != s.fallback_model:
+        return Decision(
+            bound="llm-bound",
+            severity=severity,
+            act="switch_model",
+            why=f"{seen} at the replica cap ({policy.max_replicas}); downgrade the model",
+        )
+    return Decision(
+        bound="llm-bound",
+        severity=severity,
+        act="notify",
+        why=f"{seen} at the replica cap and already on the fallback model",
+    )
+
+
+async def observe(
+    db: AppDatabase, cache: AppRedis, ls: LangSmith, rw: Railway, policy: Policy
+) -> tuple[LatencySignals, dict[str, Any]]:
+    """§2's diagnosis, concurrently."""
+    (trace, states, slow, longq), (redis, instance, model) = await asyncio.gather(
+        asyncio.gather(
+            langsmith.get_trace_latency(ls, 900, 5.0),
+            get_pg_connections_by_state(db, policy),
+            get_pg_slow_queries(db, policy),
+            app_metrics.get_long_running_queries(db, 5.0),
+        ),
+        asyncio.gather(
+            get_redis_latency(cache, policy),
+            railway.get_service_instance(rw),
+            railway.get_variable(rw, "DEFAULT_MODEL"),
+        ),
+    )
+    top = slow.details.get("top") or []
+    signals = LatencySignals(
+        p99_s=trace.p99_s,
+        slow_traces=trace.slow,
+        traces=trace.runs,
+        replicas=instance.num_replicas,
+        long_queries=longq.count,
+        slowest_statement_ms=top[0]["mean_ms"] if top else None,
+        idle_in_transaction=int(states.details.get("idle_in_transaction", 0)),
+        redis_avg_ms=redis.details.get("avg_ms"),
+        current_model=model.value,
+    )
+    evidence = {
+        "p99_s": trace.p99_s,
+        "p50_s": trace.p50_s,
+        "slow_traces": trace.slow,
+        "replicas": instance.num_replicas,
+        "pg_states": states.summary,
+        "long_running_queries": [q.model_dump() for q in longq.queries[:5]],
+        "redis": redis.summary,
+        "slow_statements": slow.summary,
+    }
+    return signals, evidence
+
+
+@flow(name="high-latency", log_prints=False)
+async def high_latency(
+    incident_id: str | None = None, dry_run: bool = False, verify_window_s: float = 90.0
+) -> RemediationResult:
+    """Runbook §2 High Latency: database-, Redis-, LLM- or capacity-bound? Scale replicas
+    toward 5 (capped by Policy), downgrade the model, or report slow queries; verify P99."""
+    run = await IncidentRun.start("high-latency", incident_id, dry_run)
+    policy = run.policy
+    db, cache, ls, rw, llm = await asyncio.gather(
+        AppDatabase.resolve(),
+        AppRedis.resolve(),
+        LangSmith.resolve(),
+        Railway.resolve(),
+        LlmProbe.resolve(),
+    )
+    signals, evidence = await observe(db, cache, ls, rw, policy)
+    signals = signals.model_copy(update={"fallback_model": llm.fallback_model})
+    await run.seen(f"P99 {signals.p99_s} s, {signals.replicas} replicas", **evidence)
+    decision = decide(signals, policy)
+    await run.decided(f"{decision.bound} → {decision.act}", decision.why)
+    target = f"railway:{rw.service_id}"
+    warn = policy.threshold("p99_latency_s").warn
+
+    async def p99_since(since: float) -> tuple[bool, str]:
+        window = max(15, int(asyncio.get_running_loop().time() - since))
+        trace = await langsmith.get_trace_latency(ls, window, 5.0)
+        return trace.p99_s <= warn, f"P99 {trace.p99_s:.1f} s over the last {window} s"
+
+    if decision.act == "scale_replicas" and decision.replicas_to:
+        n, before = decision.replicas_to, signals.replicas
+        request = run.request(
+            "scale_replicas",
+            target,
+            params={"replicas": n},
+            reason=decision.why,
+            evidence=evidence,
+            reversible=True,
+            undo_hint=f"replicas={before}",
+        )
+
+        async def scale() -> dict[str, Any]:
+            return (await railway.scale_replicas(rw, n)).model_dump()
+
+        async def scaled(recorded: dict[str, Any]) -> bool:
+            live = await railway.get_service_instance(rw)
+            return live.num_replicas >= int(recorded["replicas"])
+
+        outcome = await run.act(request, act=scale, reconcile=scaled)
+        if outcome.status != "done":
+            return await run.finish(
+                decision.act, decision.why, verified=None, summary=f"scale to {n}: {outcome.status}"
+            )
+        acted_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(min(15.0, verify_window_s))
+        checked = await verify_or_undo(
+            request,
+            verify=lambda: p99_since(acted_at),
+            page=page,
+            window_s=verify_window_s,
+            interval_s=5.0,
+        )
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=checked.verified,
+            summary=f"replicas {before} → {n}; {checked.detail}. Replicas stay up for the "
+            f"Policy cool-down ({policy.scale_down_cooldown_s} s) before any scale-down.",
+        )
+
+    if decision.act == "switch_model":
+        previous = signals.current_model or llm.primary_model
+        request = run.request(
+            "switch_model",
+            target,
+            params={"DEFAULT_MODEL": llm.fallback_model},
+            reason=decision.why,
+            evidence=evidence,
+            reversible=True,
+        )
+
+        async def switch() -> dict[str, Any]:
+            applied = await railway.set_variables(rw, {"DEFAULT_MODEL": llm.fallback_model})
+            return applied.model_dump()
+
+        async def undo() -> dict[str, Any]:
+            return (await railway.set_variables(rw, {"DEFAULT_MODEL": previous})).model_dump()
+
+        outcome = await run.act(request, act=switch)
+        if outcome.status != "done":
+            return await run.finish(
+                decision.act,
+                decision.why,
+                verified=None,
+                summary=f"model downgrade: {outcome.status}",
+            )
+        acted_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(min(15.0, verify_window_s))
+        checked = await verify_or_undo(
+            request,
+            verify=lambda: p99_since(acted_at),
+            undo=undo,
+            page=page,
+            window_s=verify_window_s,
+            interval_s=5.0,
+        )
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=checked.verified,
+            summary=f"DEFAULT_MODEL → {llm.fallback_model}; {checked.detail}",
+        )
+
+    if decision.act == "report_slow_queries":
+        lines = [
+            "# Slow-query report",
+            "",
+            decision.why,
+            "",
+            "| pid | seconds | query |",
+            "|---|---|---|",
+        ]
+        for q in evidence["long_running_queries"]:
+            query = str(q["query"]).replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {q['pid']} | {q['seconds']:.1f} | `{query}` |")
+        lines += [
+            "",
+            f"pg_stat_statements: {evidence['slow_statements']}",
+            f"Sessions: {evidence['pg_states']}",
+        ]
+        await acreate_markdown_artifact(
+            key="slow-query-report",
+            markdown="\n".join(lines),
+            description="Slow queries behind high latency",
+        )
+        await run.note("notified", "slow-query report published")
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=None,
+            summary="Slow-query report attached; no automatic change.",
+        )
+    if decision.act == "notify":
+        await run.note("notified", decision.why)
+        return await run.finish(decision.act, decision.why, verified=None, summary=decision.why)
+    return await run.finish(decision.act, decision.why, verified=True, summary=decision.why)

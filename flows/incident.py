@@ -1,0 +1,153 @@
+"""What every incident flow shares: its incident, its timeline, safe acts, and the summary.
+
+ctx = await IncidentRun.start("high-error-rate", incident_id, dry_run)
+await ctx.seen("error rate 12 % (5 min)")              # timeline lines
+await ctx.decided(decision.cause, decision.why)
+outcome = await ctx.act(request, act=…, reconcile=…, still_needed=…)
+return await ctx.finish(verified=True, summary="…")   # artifact + Slack + result
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prefect.context import FlowRunContext
+from pydantic import BaseModel
+
+from blocks.policy import Policy
+from flows.approval import request_approval, ui_link
+from flows.notifications import notify, page
+from runbook import incidents, opsdb, timeline
+from runbook.actions import ActionRequest
+from runbook.safety import Act, ActOutcome, Reconcile, perform
+from runbook.safety import Probe as StillNeeded
+
+
+class RemediationResult(BaseModel):
+    """What one incident flow did: the row of the demo's summary table."""
+
+    flow: str
+    incident_id: str
+    title: str
+    decision: str
+    why: str
+    action: str = "none"
+    action_status: str = "none"
+    approvers: list[str] = []
+    verified: bool | None = None
+    seconds_to_first_action: float | None = None
+    dry_run: bool = False
+    summary: str = ""
+    ui_url: str = ""
+
+
+class IncidentRun:
+    """One flow run's view of its incident."""
+
+    def __init__(
+        self, flow: str, incident_id: str, title: str, dry_run: bool, policy: Policy
+    ) -> None:
+        self.flow = flow
+        self.incident_id = incident_id
+        self.title = title
+        self.dry_run = dry_run
+        self.policy = policy
+        self.started = time.monotonic()
+        self.first_action_s: float | None = None
+        self.outcomes: list[ActOutcome] = []
+        ctx = FlowRunContext.get()
+        self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
+
+    @classmethod
+    async def start(cls, flow: str, incident_id: str | None, dry_run: bool) -> IncidentRun:
+        """Load the incident the intake opened (or make a manual one for operator runs)."""
+        policy = await Policy.resolve()
+        title = f"{flow} (manual run)"
+        if incident_id:
+            async with await opsdb.connect() as conn:
+                found = await incidents.get_incident(conn, incident_id)
+            if found is not None:
+                title = f"{found.title}: {found.summary}" if found.summary else found.title
+        else:
+            incident_id = f"manual-{uuid.uuid4().hex[:12]}"
+        run = cls(flow, incident_id, title, dry_run, policy)
+        await timeline.note(
+            incident_id, "seen", f"{flow} started for: {title}" + (" (dry run)" if dry_run else "")
+        )
+        return run
+
+    async def seen(self, summary: str, **detail: object) -> None:
+        await timeline.note(self.incident_id, "seen", summary, **detail)
+
+    async def decided(self, decision: str, why: str) -> None:
+        await timeline.note(self.incident_id, "decided", f"{decision}: {why}")
+
+    async def note(self, kind: str, summary: str) -> None:
+        await timeline.note(self.incident_id, kind, summary)
+
+    def request(self, action: str, target: str, **fields: Any) -> ActionRequest:
+        return ActionRequest(incident_id=self.incident_id, action=action, target=target, **fields)
+
+    async def act(
+        self,
+        request: ActionRequest,
+        *,
+        act: Act,
+        reconcile: Reconcile | None = None,
+        still_needed: StillNeeded | None = None,
+    ) -> ActOutcome:
+        """Perform through the safety core (approval, ledger, budget, dry-run)."""
+        outcome = await perform(
+            request,
+            policy=self.policy,
+            act=act,
+            dry_run=self.dry_run,
+            approve=request_approval,
+            page=page,
+            reconcile=reconcile,
+            still_needed=still_needed,
+        )
+        if outcome.status in {"done", "planned"} and self.first_action_s is None:
+            self.first_action_s = round(time.monotonic() - self.started, 1)
+        self.outcomes.append(outcome)
+        return outcome
+
+    async def escalate(self, summary: str) -> None:
+        await page(summary, {"incident": self.incident_id, "flow": self.flow})
+        await timeline.note(self.incident_id, "escalated", summary)
+
+    async def finish(
+        self, decision: str, why: str, *, verified: bool | None, summary: str
+    ) -> RemediationResult:
+        """Publish the timeline artifact, tell Slack (with the link), return the result."""
+        last = self.outcomes[-1] if self.outcomes else None
+        link = ui_link(self.flow_run_id) if self.flow_run_id else ""
+        if verified is not None:
+            await timeline.note(
+                self.incident_id,
+                "verified" if verified else "failed",
+                "verified: " + summary if verified else "not verified: " + summary,
+            )
+        await timeline.publish(self.incident_id, f"{self.flow}: {self.title}")
+        prefix = "[dry run] " if self.dry_run else ""
+        await notify(
+            f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. {summary} "
+            f"Timeline: {link}"
+        )
+        return RemediationResult(
+            flow=self.flow,
+            incident_id=self.incident_id,
+            title=self.title,
+            decision=decision,
+            why=why,
+            action=last.action if last else "none",
+            action_status=last.status if last else "none",
+            approvers=last.approvers if last else [],
+            verified=verified,
+            seconds_to_first_action=self.first_action_s,
+            dry_run=self.dry_run,
+            summary=summary,
+            ui_url=link,
+        )

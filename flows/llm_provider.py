@@ -1,0 +1,258 @@
+"""Runbook §3 "LLM Provider Issues": status page + probes → fallback model, request queuing,
+a human for quota or key problems; and switching back once the primary is healthy again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict
+
+from blocks import LangSmith, LlmProbe, Railway, StatusPages
+from blocks.policy import Policy
+from flows.incident import IncidentRun, RemediationResult
+from runbook.errors import NotAuthorized, RunbookError
+from tasks import langsmith, llm, railway, status_pages
+
+Verdict = Literal["provider-outage", "rate-limited", "quota-exhausted", "bad-key", "healthy"]
+Act = Literal["none", "fallback", "fallback_and_queue", "page", "restore"]
+
+
+class Probe(BaseModel):
+    """One model probe reduced to what the decision needs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    http_status: int = 0  # 0 = no answer (timeout / connection)
+    error_code: str | None = None
+
+
+class LlmSignals(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    indicator: str = "none"  # OpenAI status page
+    degraded_components: tuple[str, ...] = ()
+    unresolved_incidents: tuple[str, ...] = ()
+    primary: Probe
+    fallback: Probe
+    on_fallback: bool = False
+    llm_errors_5m: int = 0
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    verdict: Verdict
+    act: Act
+    why: str
+
+
+def classify_probe(p: Probe) -> Verdict:
+    if p.ok:
+        return "healthy"
+    if p.http_status in (401, 403):
+        return "bad-key"
+    if p.http_status == 429 and p.error_code == "insufficient_quota":
+        return "quota-exhausted"
+    if p.http_status == 429:
+        return "rate-limited"
+    return "provider-outage"  # 5xx, timeout, no answer
+
+
+def decide(s: LlmSignals) -> Decision:
+    """All of §3's branching, as a pure function. The status page alone can lie: a `none`
+    indicator with an unresolved incident still counts as an incident."""
+    page_bad = s.indicator not in ("none", "") or bool(s.unresolved_incidents)
+    page_note = f"status page {s.indicator}" + (
+        f", incidents: {'; '.join(s.unresolved_incidents)}" if s.unresolved_incidents else ""
+    )
+    verdict = classify_probe(s.primary)
+    if verdict == "healthy" and page_bad and s.llm_errors_5m > 0:
+        verdict = "provider-outage"
+    if verdict == "bad-key":
+        return Decision(
+            verdict=verdict,
+            act="page",
+            why="the API key was refused (401): rotate it (key-rotation flow)",
+        )
+    if verdict == "quota-exhausted":
+        return Decision(
+            verdict=verdict,
+            act="page",
+            why="insufficient_quota: raise the OpenAI budget; retrying will not help",
+        )
+    if verdict in ("provider-outage", "rate-limited"):
+        what = f"primary model {verdict} (HTTP {s.primary.http_status or 'no answer'}); {page_note}"
+        fallback_bad = classify_probe(s.fallback) != "healthy"
+        if fallback_bad:
+            return Decision(
+                verdict=verdict,
+                act="fallback_and_queue",
+                why=f"{what}; the fallback struggles too: queue requests",
+            )
+        if s.on_fallback:
+            return Decision(verdict=verdict, act="none", why=f"{what}; already on the fallback")
+        return Decision(verdict=verdict, act="fallback", why=what)
+    if s.on_fallback and not page_bad:
+        return Decision(
+            verdict="healthy",
+            act="restore",
+            why="primary answers again and the status page is clear",
+        )
+    return Decision(verdict="healthy", act="none", why=f"primary model healthy; {page_note}")
+
+
+async def probe(client: LlmProbe, model: str) -> Probe:
+    try:
+        result = await llm.get_model_health(client, model)
+    except NotAuthorized:
+        return Probe(ok=False, http_status=401)
+    except RunbookError:
+        return Probe(ok=False, http_status=0)
+    return Probe(ok=result.ok, http_status=result.http_status, error_code=result.error_code)
+
+
+async def observe(
+    probe_block: LlmProbe, pages: StatusPages, ls: LangSmith, rw: Railway
+) -> tuple[LlmSignals, dict[str, Any]]:
+    async def page() -> Any:
+        try:
+            return await status_pages.get_status_page(pages, "openai")
+        except RunbookError:
+            return None
+
+    async def traces() -> Any:
+        try:
+            return await langsmith.get_trace_errors(ls, 300)
+        except RunbookError:
+            return None
+
+    primary, fallback, status, errors, model = await asyncio.gather(
+        probe(probe_block, probe_block.primary_model),
+        probe(probe_block, probe_block.fallback_model),
+        page(),
+        traces(),
+        railway.get_variable(rw, "DEFAULT_MODEL"),
+    )
+    signals = LlmSignals(
+        indicator=status.indicator if status else "unknown",
+        degraded_components=tuple(c.name for c in status.degraded_components) if status else (),
+        unresolved_incidents=status.unresolved_incidents if status else (),
+        primary=primary,
+        fallback=fallback,
+        on_fallback=model.value == probe_block.fallback_model,
+        llm_errors_5m=errors.llm_errored if errors else 0,
+    )
+    evidence = {
+        "openai_status": signals.indicator,
+        "incidents": list(signals.unresolved_incidents),
+        "primary": f"{probe_block.primary_model}: {primary.http_status} {primary.error_code}",
+        "fallback": f"{probe_block.fallback_model}: {fallback.http_status} {fallback.error_code}",
+        "DEFAULT_MODEL": model.value,
+        "langsmith_llm_errors_5m": signals.llm_errors_5m,
+    }
+    return signals, evidence
+
+
+async def primary_stays_healthy(client: LlmProbe, seconds: float, every: float = 5.0) -> bool:
+    """The primary answered every probe for `seconds` (the Policy's restore duration)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while True:
+        if not (await probe(client, client.primary_model)).ok:
+            return False
+        if asyncio.get_running_loop().time() >= deadline:
+            return True
+        await asyncio.sleep(every)
+
+
+@flow(name="llm-provider", log_prints=False)
+async def llm_provider(
+    incident_id: str | None = None, dry_run: bool = False, restore_healthy_s: float | None = None
+) -> RemediationResult:
+    """Runbook §3 LLM Provider Issues: outage or rate limit → fallback model (and request
+    queuing when both struggle); quota or key → page a human; primary healthy → switch back."""
+    run = await IncidentRun.start("llm-provider", incident_id, dry_run)
+    policy: Policy = run.policy
+    probe_block, pages, ls, rw = await asyncio.gather(
+        LlmProbe.resolve(), StatusPages.resolve(), LangSmith.resolve(), Railway.resolve()
+    )
+    signals, evidence = await observe(probe_block, pages, ls, rw)
+    await run.seen(f"primary {evidence['primary']}, fallback {evidence['fallback']}", **evidence)
+    decision = decide(signals)
+    await run.decided(f"{decision.verdict} → {decision.act}", decision.why)
+    target = f"railway:{rw.service_id}"
+
+    async def set_var(name: str, value: str) -> dict[str, Any]:
+        return (await railway.set_variables(rw, {name: value})).model_dump()
+
+    async def var_is(name: str, value: str) -> bool:
+        return (await railway.get_variable(rw, name)).value == value
+
+    if decision.act in ("fallback", "fallback_and_queue"):
+        fallback = probe_block.fallback_model
+        outcome = await run.act(
+            run.request(
+                "switch_model",
+                target,
+                params={"DEFAULT_MODEL": fallback},
+                reason=decision.why,
+                evidence=evidence,
+                reversible=True,
+            ),
+            act=lambda: set_var("DEFAULT_MODEL", fallback),
+            reconcile=lambda _: var_is("DEFAULT_MODEL", fallback),
+        )
+        if decision.act == "fallback_and_queue":
+            await run.act(
+                run.request(
+                    "enable_request_queue",
+                    target,
+                    params={"REQUEST_QUEUE_ENABLED": "true"},
+                    reason=decision.why,
+                ),
+                act=lambda: set_var("REQUEST_QUEUE_ENABLED", "true"),
+                reconcile=lambda _: var_is("REQUEST_QUEUE_ENABLED", "true"),
+            )
+        verified = None
+        if outcome.status == "done":
+            verified = (await probe(probe_block, fallback)).ok
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=verified,
+            summary=f"DEFAULT_MODEL → {fallback} ({outcome.status}). It is switched back once "
+            f"the primary is healthy for {policy.llm_restore_healthy_s} s (llm-provider runs).",
+        )
+    if decision.act == "page":
+        await run.escalate(f"LLM provider: {decision.why}")
+        return await run.finish(decision.act, decision.why, verified=None, summary=decision.why)
+    if decision.act == "restore":
+        wait = policy.llm_restore_healthy_s if restore_healthy_s is None else restore_healthy_s
+        if not await primary_stays_healthy(probe_block, wait):
+            return await run.finish(
+                "none",
+                "primary not yet stable",
+                verified=None,
+                summary="primary failed a probe; staying on the fallback",
+            )
+        primary = probe_block.primary_model
+        outcome = await run.act(
+            run.request(
+                "restore_model",
+                target,
+                params={"DEFAULT_MODEL": primary},
+                reason=f"{decision.why} for {wait:g} s",
+                evidence=evidence,
+            ),
+            act=lambda: set_var("DEFAULT_MODEL", primary),
+            reconcile=lambda _: var_is("DEFAULT_MODEL", primary),
+        )
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=outcome.status == "done",
+            summary=f"DEFAULT_MODEL restored to {primary} ({outcome.status})",
+        )
+    return await run.finish(decision.act, decision.why, verified=True, summary=decision.why)
