@@ -51,7 +51,8 @@ class ErrorSignals(BaseModel):
 
     rate_5m_pct: float
     rate_1h_pct: float
-    causes: dict[str, int]  # error count by cause over the last hour
+    rate_recent_pct: float  # over the Policy's recent window: is it still happening?
+    causes: dict[str, int]  # error count by cause over the recent window
     degraded_integrations: tuple[str, ...] = ()  # shopify / gorgias pages not operational
     db_connections_pct: float | None = None
     current_model: str | None = None
@@ -74,7 +75,10 @@ def decide(s: ErrorSignals, policy: Policy) -> Decision:
     """All of §1's branching, as a pure function."""
     limit = policy.threshold("error_rate_pct")
     severity = classify(s.rate_5m_pct, limit.warn, limit.critical)
-    rate = f"error rate {s.rate_5m_pct:.1f} % (5 min), {s.rate_1h_pct:.1f} % (1 h)"
+    rate = (
+        f"error rate {s.rate_recent_pct:.1f} % now, {s.rate_5m_pct:.1f} % (5 min),"
+        f" {s.rate_1h_pct:.1f} % (1 h)"
+    )
     if severity is Status.OK:
         return Decision(
             cause="none",
@@ -82,10 +86,17 @@ def decide(s: ErrorSignals, policy: Policy) -> Decision:
             act="none",
             why=f"{rate}: under the {limit.warn} % warn threshold",
         )
+    if s.rate_recent_pct <= limit.warn:
+        return Decision(
+            cause="none",
+            severity=severity,
+            act="none",
+            why=f"{rate}: no longer happening, nothing to fix",
+        )
     total = sum(s.causes.values())
     top, top_n = Counter(s.causes).most_common(1)[0] if total else ("application", 0)
     dominant = top if total and top_n / total >= 0.5 else "unknown"
-    over_rollback = s.rate_5m_pct > policy.rollback_error_rate_pct
+    over_rollback = s.rate_recent_pct > policy.rollback_error_rate_pct
 
     if dominant == "llm":
         if s.current_model == s.fallback_model:
@@ -135,7 +146,7 @@ def decide(s: ErrorSignals, policy: Policy) -> Decision:
             why=f"{rate} > {policy.rollback_error_rate_pct} %, application errors from the "
             f"deployment live for {s.deploy_age_min:.0f} min",
         )
-    persistent = over_rollback and s.rate_1h_pct > policy.rollback_error_rate_pct
+    persistent = over_rollback and s.rate_5m_pct > policy.rollback_error_rate_pct
     if persistent and s.rollback_to is not None:
         return Decision(
             cause="unknown",
@@ -159,10 +170,12 @@ async def observe(
         except RunbookError:
             return None
 
-    r5, r1h, dist, traces, deps, model, conns, *page_states = await asyncio.gather(
+    recent = policy.recent_window_s
+    r5, r1h, rnow, dist, traces, deps, model, conns, *page_states = await asyncio.gather(
         app_metrics.get_error_rate(db, 300),
         app_metrics.get_error_rate(db, 3600),
-        app_metrics.get_error_distribution(db, 3600),
+        app_metrics.get_error_rate(db, recent),
+        app_metrics.get_error_distribution(db, recent),
         safe(langsmith.get_trace_errors(ls, 300)),
         safe(railway.get_deployments(rw)),
         safe(railway.get_variable(rw, "DEFAULT_MODEL")),
@@ -186,6 +199,7 @@ async def observe(
     signals = ErrorSignals(
         rate_5m_pct=r5.rate_pct,
         rate_1h_pct=r1h.rate_pct,
+        rate_recent_pct=rnow.rate_pct,
         causes=dict(causes),
         degraded_integrations=degraded,
         db_connections_pct=conns.details.get("percent"),
@@ -195,6 +209,7 @@ async def observe(
         rollback_to=rollback_to,
     )
     evidence = {
+        "error_rate_now_pct": rnow.rate_pct,
         "error_rate_5m_pct": r5.rate_pct,
         "error_rate_1h_pct": r1h.rate_pct,
         "errors_by_intent": dist.by_intent,

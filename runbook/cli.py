@@ -139,6 +139,20 @@ def run(
 
 
 @app.command()
+def serve(
+    no_schedules: bool = typer.Option(False, "--no-schedules", help="alerts and operators only"),
+) -> None:
+    """Serve every runbook flow as a deployment ("<flow>/runbook") from this process."""
+    from prefect.settings import PREFECT_API_URL
+
+    from runbook.serve import serve as serve_all
+
+    if not PREFECT_API_URL.value():
+        raise fail("PREFECT_API_URL is not set: serving needs a running Prefect server")
+    asyncio.run(serve_all(with_schedules=not no_schedules))
+
+
+@app.command()
 def intake(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8080, help="port to bind"),

@@ -20,6 +20,7 @@ def errors(**kw: Any) -> her.ErrorSignals:
     base: dict[str, Any] = {
         "rate_5m_pct": 8.0,
         "rate_1h_pct": 3.0,
+        "rate_recent_pct": 9.0,
         "causes": {},
         "current_model": "gpt-4o",
         "fallback_model": "gpt-4o-mini",
@@ -34,6 +35,7 @@ def errors(**kw: Any) -> her.ErrorSignals:
     ("signals", "cause", "act"),
     [
         (errors(rate_5m_pct=0.4), "none", "none"),
+        (errors(rate_recent_pct=0.2, causes={"llm": 40}), "none", "none"),  # already over
         (errors(causes={"llm": 40, "application": 2}), "llm", "switch_model"),
         (errors(causes={"llm": 40}, current_model="gpt-4o-mini"), "llm", "escalate"),
         (
@@ -65,7 +67,7 @@ def errors(**kw: Any) -> her.ErrorSignals:
         ),
         (
             errors(
-                rate_5m_pct=3.0,
+                rate_recent_pct=3.0,
                 causes={"application": 30},
                 deploy_age_min=4.0,
                 deploy_error_lines=12,
@@ -74,12 +76,12 @@ def errors(**kw: Any) -> her.ErrorSignals:
             "escalate",
         ),  # under 5 %: no rollback
         (
-            errors(rate_5m_pct=7.0, rate_1h_pct=6.5, causes={"application": 30}),
+            errors(rate_5m_pct=7.0, rate_recent_pct=6.5, causes={"application": 30}),
             "unknown",
             "rollback",
         ),  # persistent > 5 % with no other cause
         (
-            errors(rate_5m_pct=7.0, rate_1h_pct=1.0, causes={"application": 30}),
+            errors(rate_5m_pct=4.0, rate_recent_pct=7.0, causes={"application": 30}),
             "unknown",
             "escalate",
         ),  # not persistent, no fresh deploy
