@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from sandbox.platform import ChatOutcome
+from sandbox.behaviour import ChatOutcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stores (

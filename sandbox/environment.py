@@ -1,13 +1,16 @@
 """The environment a sandbox hands to clients: every `RUNBOOK_*` setting our blocks read, pointing
 at the fakes, with fixed but non-trivial credentials (a secrets grep can find any leak).
 
-`extra_env` names settings the project does not have yet (our own customer status page).
+`extra_env` names settings the project does not have yet (our own customer status page, the
+OpenAI admin API for key rotation).
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+from sandbox.openai_admin import PROJECT_ID as OPENAI_PROJECT_ID
 
 SECRETS = {
     "railway_token": "rw-sbx-7f3a9c2e51d84b6f0a2c",
@@ -18,6 +21,7 @@ SECRETS = {
     "slack_path": "/slack/services/T0SBX4/B0SBX7/sbxhook4c8e2a9f71d3b5e6",
     "pagerduty_routing_key": "sbx0e6f3b9a2c7d41f58e1a9b3c7d2e4",
     "statuspage_api_key": "sbx-sp-oauth-6b1d9e4c2a7f83",
+    "openai_admin_key": "sk-admin-sbx-2c8f4e6a1b9d7305",
 }
 STATUSPAGE_PAGE_ID = "sbxpage01"
 
@@ -66,9 +70,13 @@ def client_env(
 
 
 def extra_env(ports: dict[str, int]) -> dict[str, str]:
-    """Proposed names for settings the project lacks yet: our customer status page."""
+    """Proposed names for settings the project lacks yet: our customer status page, the
+    OpenAI admin API (key rotation)."""
     return {
         "RUNBOOK_STATUSPAGE_URL": f"http://127.0.0.1:{ports['fakes']}/statuspage/v1",
         "RUNBOOK_STATUSPAGE_API_KEY": SECRETS["statuspage_api_key"],
         "RUNBOOK_STATUSPAGE_PAGE_ID": STATUSPAGE_PAGE_ID,
+        "RUNBOOK_OPENAI_ADMIN_URL": f"http://127.0.0.1:{ports['fakes']}/openai/v1",
+        "RUNBOOK_OPENAI_ADMIN_KEY": SECRETS["openai_admin_key"],
+        "RUNBOOK_OPENAI_PROJECT_ID": OPENAI_PROJECT_ID,
     }

@@ -1,8 +1,8 @@
-"""The simulated platform's state and the rules that turn it into behaviour.
+"""The simulated platform's state: deployments, variables, replicas, faults, journal, sinks.
 
 One `Platform` object lives in the sandbox process (one asyncio loop, so no locks). Fakes read
 it to decide how to answer, mutations change it, and every mutation is journaled. What a chat
-request experiences (`simulate_chat`) is a pure function of this state plus chance:
+experiences follows from this state (`sandbox.behaviour`):
 
     current deployment defect  errors → ~15 % application errors; outage → every request fails
     DEFAULT_MODEL              the primary model fails while an LLM fault is active
@@ -19,6 +19,7 @@ import itertools
 import random
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,19 +37,6 @@ FAULTS = (
     "high-load",
 )
 INTEGRATION_TARGETS = ("shopify", "gorgias")
-INTENTS = {
-    # intent: (weight, integration it calls)
-    "order_status": (30, "shopify"),
-    "refund_request": (15, "shopify"),
-    "product_question": (25, None),
-    "shipping_info": (15, "shopify"),
-    "complaint": (10, "gorgias"),
-    "other": (5, None),
-}
-BAD_DEPLOY_ERROR_RATE = 0.18
-BACKGROUND_ERROR_RATE = 0.001  # a healthy platform still fails now and then
-FALLBACK_SPEEDUP = 0.7  # the smaller model answers faster ("consider model downgrade for speed")
-QUEUE_DELAY_S = 3.0
 
 
 def now() -> float:
@@ -78,16 +66,6 @@ class Fault:
     expires_at: float | None
 
 
-@dataclass
-class ChatOutcome:
-    intent: str
-    model: str
-    latency_s: float
-    error: str | None
-    llm_error: str | None
-    tokens: int
-
-
 class Platform:
     """Everything the fakes share: deployments, variables, replicas, faults, journal, sinks."""
 
@@ -106,6 +84,7 @@ class Platform:
             "DATABASE_POOL_SIZE": "10",
             "OPENAI_API_KEY": config["llm_api_key"],
         }
+        self.baseline_variables = dict(self.variables)
         self._ids = itertools.count(1)
         self.deployments: list[Deployment] = []
         self.current_id = ""
@@ -116,6 +95,7 @@ class Platform:
         self.http_logs: deque[dict[str, Any]] = deque(maxlen=5000)
         self.runs: deque[dict[str, Any]] = deque(maxlen=60000)
         self.listeners: list[Any] = []  # callables(event: str) run after state changes
+        self.llm_key_valid: Callable[[str], bool] = lambda _key: True
         self._seed_deployments()
 
     # -- deployments -------------------------------------------------------------------------
@@ -209,18 +189,19 @@ class Platform:
         return cleared
 
     def reset(self) -> list[str]:
-        """Back to the baseline: no faults, primary model, 2 replicas, pool of 10 (not journaled:
-        this is the game master's hand, not a client's mutation)."""
+        """Back to the baseline: no faults, the original service variables (primary model, pool
+        of 10, the original OpenAI key, live again), 2 replicas, original limits. Not journaled:
+        this is the game master's hand, not a client's mutation."""
         cleared = self.clear()
         for dep in self.deployments:
             dep.defect = None
-        self.variables["DEFAULT_MODEL"] = self.primary_model
-        self.variables.pop("REQUEST_QUEUE_ENABLED", None)
-        self.variables.pop("MAINTENANCE_MODE", None)
-        if self.variables.get("DATABASE_POOL_SIZE") != "10":
-            self.variables["DATABASE_POOL_SIZE"] = "10"
-            self.emit("pool-size")
+        pool_changed = self.variables.get("DATABASE_POOL_SIZE") != "10"
+        self.variables = dict(self.baseline_variables)
         self.replicas = 2
+        self.limits = {"vCPUs": 2.0, "memoryGB": 2.0}
+        if pool_changed:
+            self.emit("pool-size")
+        self.emit("reset")
         return cleared
 
     def expire(self) -> list[str]:
@@ -272,118 +253,6 @@ class Platform:
     def integration_down(self, name: str) -> bool:
         fault = self.active("integration-outage")
         return fault is not None and fault.target == name
-
-    def simulate_chat(
-        self,
-        intent: str | None = None,
-        *,
-        db_error: str | None = None,
-        extra_latency_s: float = 0.0,
-    ) -> ChatOutcome:
-        """What one customer chat experiences right now."""
-        if intent is None:
-            names = list(INTENTS)
-            intent = random.choices(names, weights=[INTENTS[n][0] for n in names])[0]
-        model = self.variables.get("DEFAULT_MODEL", self.primary_model)
-        speed = FALLBACK_SPEEDUP if model == self.fallback_model else 1.0
-        latency = speed * self.load_factor() * random.uniform(0.6, 1.5) + extra_latency_s
-        error: str | None = None
-        llm_error: str | None = None
-        dep = self.current
-        integration = INTENTS.get(intent, (0, None))[1]
-        failure = self.llm_failure(model)
-        if dep.defect == "outage":
-            error = f"application: worker crashed on boot (deployment {dep.id})"
-        elif db_error:
-            error = db_error
-        elif failure == "outage":
-            llm_error = f"openai server_error: 503 The server is overloaded (model {model})"
-            error = f"llm: {llm_error}"
-        elif failure == "rate_limit" and self.queueing():
-            latency += QUEUE_DELAY_S  # queued until the provider's window allows it
-        elif failure == "rate_limit":
-            llm_error = f"openai rate_limit_exceeded: 429 Rate limit reached for {model}"
-            error = f"llm: {llm_error}"
-        elif integration and self.integration_down(integration):
-            error = f"integration: {integration} API returned 503 Service Unavailable"
-        elif dep.defect == "errors" and random.random() < BAD_DEPLOY_ERROR_RATE:
-            error = (
-                f"application: TypeError: 'NoneType' object is not subscriptable"
-                f" in handlers/{intent}.py (deployment {dep.id})"
-            )
-        elif random.random() < BACKGROUND_ERROR_RATE:
-            error = "application: upstream timeout"
-        return ChatOutcome(
-            intent=intent,
-            model=model,
-            latency_s=round(latency, 3),
-            error=error,
-            llm_error=llm_error,
-            tokens=0 if error else random.randint(200, 1400),
-        )
-
-    def record_chat(self, outcome: ChatOutcome, started: float, status: int) -> None:
-        """Leave the traces a chat leaves: LangSmith runs, Railway logs and HTTP logs."""
-        end = started + outcome.latency_s
-        trace = f"{random.getrandbits(64):016x}"
-        root = {
-            "id": f"run-{trace}",
-            "name": "support-agent",
-            "run_type": "chain",
-            "start_time": started,
-            "end_time": end,
-            "status": "error" if outcome.error else "success",
-            "error": outcome.error,
-            "trace_id": trace,
-            "parent_run_id": None,
-            "tags": [outcome.intent],
-            "total_tokens": outcome.tokens,
-            "session_id": self.config["langsmith_project_id"],
-        }
-        llm_end = started + outcome.latency_s * 0.8
-        llm = {
-            **root,
-            "id": f"run-{trace}-llm",
-            "name": "ChatOpenAI",
-            "run_type": "llm",
-            "end_time": llm_end,
-            "parent_run_id": root["id"],
-            "status": "error" if outcome.llm_error else "success",
-            "error": outcome.llm_error,
-            "tags": [outcome.model],
-        }
-        self.runs.append(root)
-        self.runs.append(llm)
-        dep = self.current_id
-        if outcome.error:
-            self.logs.append(
-                {
-                    "deploymentId": dep,
-                    "timestamp": iso(end),
-                    "severity": "error",
-                    "message": f"chat failed intent={outcome.intent}: {outcome.error}",
-                }
-            )
-        else:
-            self.logs.append(
-                {
-                    "deploymentId": dep,
-                    "timestamp": iso(end),
-                    "severity": "info",
-                    "message": f"chat ok intent={outcome.intent} model={outcome.model}",
-                }
-            )
-        self.http_logs.append(
-            {
-                "deploymentId": dep,
-                "timestamp": iso(end),
-                "requestId": trace,
-                "method": "POST",
-                "path": "/v1/chat",
-                "httpStatus": status,
-                "totalDuration": int(outcome.latency_s * 1000),
-            }
-        )
 
     def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         dep = self.current

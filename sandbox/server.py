@@ -35,8 +35,10 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from runbook import embedded
+from sandbox.behaviour import seed_history
 from sandbox.environment import SECRETS, STATUSPAGE_PAGE_ID, client_env, extra_env
 from sandbox.langsmith import LangSmithApi
+from sandbox.openai_admin import OpenAiAdmin, OpenAiKeys
 from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
 from sandbox.proxy import TcpProxy
 from sandbox.railway import RailwayApi
@@ -120,7 +122,7 @@ class Sandbox:
             redis_proxy=self.redis_proxy,
             traffic_rps=float(c.get("traffic_rps", 8.0)),
         )
-        _seed_runs(p)
+        seed_history(p)
         await moto_started
         self.rds = RdsFront(
             p,
@@ -179,7 +181,12 @@ class Sandbox:
             ]
         )
         vendors = StatusPages(self.platform)
-        openai = OpenAi(self.platform, SECRETS["llm_api_key"])
+        keys = OpenAiKeys(SECRETS["llm_api_key"])
+        self.platform.llm_key_valid = keys.valid
+        self.platform.listeners.append(keys.on_event)
+        openai = OpenAi(self.platform, keys)
+        admin = OpenAiAdmin(self.platform, keys, SECRETS["openai_admin_key"])
+        org = "/openai/v1/organization/projects/{project}"
         manage = StatuspageManage(self.platform, SECRETS["statuspage_api_key"], STATUSPAGE_PAGE_ID)
         sinks = Sinks(self.platform, SECRETS["slack_path"], SECRETS["pagerduty_routing_key"])
         fakes = Starlette(
@@ -187,6 +194,14 @@ class Sandbox:
                 Route("/graphql/v2", self.railway.handle, methods=["POST"]),
                 Route("/openai/v1/chat/completions", openai.completions, methods=["POST"]),
                 Route("/openai/v1/models", openai.models),
+                Route(f"{org}/service_accounts", admin.create_service_account, methods=["POST"]),
+                Route(
+                    f"{org}/service_accounts/{{account}}",
+                    admin.delete_service_account,
+                    methods=["DELETE"],
+                ),
+                Route(f"{org}/api_keys", admin.list_keys),
+                Route(f"{org}/api_keys/{{key_id}}", admin.delete_key, methods=["DELETE"]),
                 Route("/langsmith/api/v1/sessions", self.langsmith.sessions),
                 Route("/langsmith/api/v1/runs/query", self.langsmith.query, methods=["POST"]),
                 Route("/langsmith/api/v2/runs/query", self.langsmith.query, methods=["POST"]),
@@ -351,18 +366,6 @@ class Sandbox:
         with contextlib.suppress(Exception):
             await drop_database(getattr(self, "admin_url", ""), self.dbname)
         embedded.stop_embedded()
-
-
-def _seed_runs(p: Platform) -> None:
-    """An hour of healthy LangSmith history, one trace every ~6 s."""
-    start = now() - 3600
-    for i in range(600):
-        outcome = p.simulate_chat()
-        if outcome.error:
-            continue
-        p.record_chat(outcome, start + i * 6, 200)
-    p.logs.clear()
-    p.http_logs.clear()
 
 
 async def amain(config_path: Path, config: dict[str, Any]) -> int:

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from sandbox.appdb import PoolHog, SlowQueries, TrafficWriter
-from sandbox.platform import ChatOutcome, Platform, now
+from sandbox.behaviour import ChatOutcome, record_chat, simulate_chat
+from sandbox.platform import Platform, now
 from sandbox.proxy import TcpProxy
 
 REDIS_DELAY_S = 0.15
@@ -158,12 +159,12 @@ class SupportApi:
         return extra
 
     def _simulate(self, intent: str | None = None) -> ChatOutcome:
-        outcome = self.p.simulate_chat(
-            intent, db_error=self.db_error(), extra_latency_s=self.extra_latency()
+        outcome = simulate_chat(
+            self.p, intent, db_error=self.db_error(), extra_latency_s=self.extra_latency()
         )
         started = now()
         status = 200 if outcome.error is None else _http_status(outcome.error)
-        self.p.record_chat(outcome, started, status)
+        record_chat(self.p, outcome, started, status)
         self.writer.add(outcome)
         return outcome
 

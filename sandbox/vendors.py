@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
+from sandbox.openai_admin import OpenAiKeys
 from sandbox.platform import Platform, iso, now
 
 COMPONENTS = {
@@ -120,12 +121,16 @@ def _openai_error(
 class OpenAi:
     """`POST /openai/v1/chat/completions` and `GET /openai/v1/models` with real error shapes."""
 
-    def __init__(self, platform: Platform, api_key: str) -> None:
+    def __init__(self, platform: Platform, keys: OpenAiKeys) -> None:
         self.p = platform
-        self.api_key = api_key
+        self.keys = keys
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, key = request.headers.get("authorization", "").partition(" ")
+        return scheme == "Bearer" and self.keys.valid(key)
 
     async def models(self, request: Request) -> JSONResponse:
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if not self._authorized(request):
             return self._unauthorized()
         ids = [self.p.primary_model, self.p.fallback_model]
         return JSONResponse(
@@ -144,7 +149,7 @@ class OpenAi:
         )
 
     async def completions(self, request: Request) -> JSONResponse:
-        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+        if not self._authorized(request):
             return self._unauthorized()
         try:
             body = json.loads(await request.body())

@@ -280,3 +280,29 @@ def test_customer_status_page_records_what_customers_were_told(sandbox: SandboxH
         ("update", "resolved"),
     ]
     assert told[-1]["components"] == {"chat": "operational"}
+
+
+async def test_openai_key_rotation_order_matters(sandbox: SandboxHandle, blocks: Blocks) -> None:
+    extra = sandbox.extra_env
+    org = f"{extra['RUNBOOK_OPENAI_ADMIN_URL']}/organization/projects/"
+    org += extra["RUNBOOK_OPENAI_PROJECT_ID"]
+    admin = httpx.Client(headers={"Authorization": f"Bearer {extra['RUNBOOK_OPENAI_ADMIN_KEY']}"})
+    api = httpx.Client(base_url=blocks.api.base_url, timeout=10)
+    with admin, api:
+        account = admin.post(f"{org}/service_accounts", json={"name": "support-api-2"}).json()
+        new_key = account["api_key"]["value"]
+        probe = blocks.llm.model_copy(update={"api_key": SecretStr(new_key)})
+        assert (await llm.get_model_health.fn(probe)).ok
+
+        old = next(
+            k for k in admin.get(f"{org}/api_keys").json()["data"] if k["owner"]["type"] == "user"
+        )
+        assert admin.delete(f"{org}/api_keys/{old['id']}").json()["deleted"]
+        broken = api.post("/v1/chat", json={"intent": "other"})
+        assert broken.status_code == 502 and "invalid_api_key" in broken.json()["error"]
+
+        await railway.set_variables.fn(blocks.railway, {"OPENAI_API_KEY": new_key})
+        assert api.post("/v1/chat", json={"intent": "other"}).status_code == 200
+        svc_key = account["api_key"]["id"]
+        assert admin.delete(f"{org}/api_keys/{svc_key}").status_code == 400
+    assert new_key not in json.dumps(sandbox.journal())
