@@ -242,6 +242,7 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         RUNBOOK_ALERTMANAGER_TOKEN=TOKEN,
         RUNBOOK_INTAKE_DISPATCH="false",
         RUNBOOK_INTAKE_DB_POOL_SIZE=str(args.pool),
+        RUNBOOK_INTAKE_PERSIST_WRITERS=str(args.writers),
         RUNBOOK_INTAKE_HTTP=args.http,
         RUNBOOK_INTAKE_LOOP=args.loop,
         PREFECT_API_URL="",
@@ -282,6 +283,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--pool", type=int, default=10, help="intake's ops DB pool size")
+    parser.add_argument("--writers", type=int, default=4, help="intake's group-commit writers")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     args = parser.parse_args()

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -143,8 +143,13 @@ class Intake:
             log.warning("cannot persist alert: %s", type(exc).__name__)
             raise Rejected(503, "cannot_persist", "cannot persist the alert now; retry") from None
 
-    async def receive(self, request: Request) -> Response:
-        source = request.url.path.rsplit("/", 1)[-1]
+    def endpoint(self, source: str) -> Callable[[Request], Awaitable[Response]]:
+        async def receive(request: Request) -> Response:
+            return await self.receive(source, request)
+
+        return receive
+
+    async def receive(self, source: str, request: Request) -> Response:
         started = time.perf_counter()
         self.metrics.received.labels(source).inc()
         try:
@@ -229,6 +234,7 @@ class Intake:
             cooldown_s=self.settings.intake_cooldown_s,
             writers=self.settings.intake_persist_writers,
             max_batch=self.settings.intake_persist_batch,
+            timeout_s=self.settings.intake_db_timeout_s,
         )
         self.persister.start()
         task: asyncio.Task[None] | None = None
@@ -266,7 +272,7 @@ def create_app(
 ) -> Starlette:
     """The intake ASGI app (uvicorn: `--factory intake.app:create_app`)."""
     intake = Intake(settings or IntakeSettings(), table)
-    routes = [Route(f"/alerts/{source}", intake.receive, methods=["POST"]) for source in SOURCES]
+    routes = [Route(f"/alerts/{s}", intake.endpoint(s), methods=["POST"]) for s in SOURCES]
     routes += [
         Route("/healthz", intake.healthz, methods=["GET"]),
         Route("/metrics", intake.metrics_endpoint, methods=["GET"]),

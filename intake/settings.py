@@ -51,6 +51,9 @@ class IntakeSettings(BaseSettings):
     # ops database
     ops_database_url: SecretStr | None = None
     intake_db_pool_size: int = Field(10, ge=2)
+    intake_db_timeout_s: float = Field(
+        3.0, gt=0, description="wait for a database connection this long, then answer 503"
+    )
     intake_persist_writers: int = Field(
         4, ge=1, description="concurrent group commits (each holds a pool connection)"
     )

@@ -1,0 +1,98 @@
+"""Operating intake: the database going away (503, never a 5xx for client input), the routing
+table overridden by a Prefect Block, the `runbook intake` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import httpx
+import psycopg
+import pytest
+from intake_harness import IntakeProcess, Sender, generic_alert, unique
+
+from intake.routes_block import IntakeRoutes
+from runbook.prefect_server import free_port
+
+pytestmark = pytest.mark.integration
+
+SEND = Sender()
+
+
+async def test_database_unavailable_is_503_with_retry_after(
+    fresh_db: str, pg_url: str, spawn_intake: Callable[..., IntakeProcess]
+) -> None:
+    proc = spawn_intake(RUNBOOK_OPS_DATABASE_URL=fresh_db, RUNBOOK_INTAKE_DISPATCH="false")
+    path, body, headers = SEND.request("generic", generic_alert("HighLatency"))
+    async with httpx.AsyncClient(base_url=proc.url, timeout=30) as client:
+        assert (await client.post(path, content=body, headers=headers)).status_code == 202
+        name = fresh_db.rsplit("/", 1)[1]
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # the ops database is gone
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        for _ in range(2):  # the broken pooled connection, then no connection at all
+            response = await client.post(path, content=body, headers=headers)
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "5"
+            assert response.json() == {"error": "cannot persist the alert now; retry"}
+        assert (await client.get("/healthz")).status_code == 503
+        # what the client sent wrong is still its own fault, database or not
+        assert (await client.post(path, content=b"{", headers=headers)).status_code == 401
+    assert "Traceback" not in proc.log()
+
+
+async def test_routing_table_overridden_by_block(
+    deployed: str, spawn_intake: Callable[..., IntakeProcess]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    table = (
+        "routes:\n"
+        "  - name: disk-space\n"
+        "    flow: high-latency\n"
+        "    target: nodes\n"
+        "    match: [{text: 'disk'}]\n"
+        "fallback: {name: triage, notify: [slack], group_by: [alertname]}\n"
+    )
+    name = unique("routes")
+    with temporary_settings(updates={PREFECT_API_URL: deployed}):
+        await IntakeRoutes(table=table).asave(name, overwrite=True)
+    proc = spawn_intake(
+        PREFECT_API_URL=deployed,
+        RUNBOOK_INTAKE_ROUTES_BLOCK=name,
+        RUNBOOK_INTAKE_DISPATCH="false",
+    )
+    async with httpx.AsyncClient(base_url=proc.url, timeout=10) as client:
+        for alert, expected in [("DiskAlmostFull", "disk-space"), ("HighErrorRate", "triage")]:
+            path, body, headers = SEND.request(
+                "generic", generic_alert(alert, labels={"environment": unique()})
+            )
+            response = await client.post(path, content=body, headers=headers)
+            assert response.json()["route"] == expected
+
+
+def test_runbook_intake_command_serves_on_given_port(intake_env: dict[str, str]) -> None:
+    port = free_port()
+    runbook = os.path.join(os.path.dirname(sys.executable), "runbook")
+    env = {**intake_env, "RUNBOOK_INTAKE_DISPATCH": "false"}
+    process = subprocess.Popen(
+        [runbook, "intake", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(300):
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                assert process.poll() is None, "runbook intake exited"
+                time.sleep(0.1)
+        assert response.json() == {"status": "ok", "database": "ok"}
+    finally:
+        process.terminate()
+        process.wait(15)
