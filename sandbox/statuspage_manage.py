@@ -10,7 +10,6 @@ with `status: "scheduled"`), `PATCH …/incidents/{id}`, `GET …/incidents`. Au
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from typing import Any
 
@@ -36,8 +35,7 @@ class StatuspageManage:
         self.api_key = api_key
         self.page_id = page_id
         self.incidents: dict[str, dict[str, Any]] = {}
-        self._last_second = -1
-        self._count = 0
+        self._last_ok = 0.0
         platform.sinks.setdefault("statuspage", [])
 
     def _guard(self, request: Request) -> JSONResponse | None:
@@ -45,13 +43,11 @@ class StatuspageManage:
             return JSONResponse({"message": "Could not authenticate"}, status_code=401)
         if request.path_params["page_id"] != self.page_id:
             return JSONResponse({"message": "Page not found"}, status_code=404)
-        second = math.floor(now())
-        self._count = self._count + 1 if second == self._last_second else 1
-        self._last_second = second
-        if self._count > 1:
+        if now() - self._last_ok < 1.0:  # one request per second per key
             return JSONResponse(
                 {"message": "Rate limit exceeded"}, status_code=429, headers={"Retry-After": "1"}
             )
+        self._last_ok = now()
         return None
 
     async def _body(self, request: Request) -> dict[str, Any] | JSONResponse:
