@@ -165,8 +165,10 @@ class TrafficWriter:
             )
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def _conversation_outcome(outcome: ChatOutcome) -> tuple[str, str | None]:

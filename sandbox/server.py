@@ -35,6 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from runbook import embedded
+from sandbox.appdb import prepare
 from sandbox.behaviour import seed_history
 from sandbox.environment import SECRETS, STATUSPAGE_PAGE_ID, client_env, extra_env
 from sandbox.langsmith import LangSmithApi
@@ -98,7 +99,7 @@ class Sandbox:
         await self.redis_proxy.start()
         api_db = with_db(pg_server, self.dbname, "127.0.0.1", ports["pg"])
         redis_db = (redis_parts.path or "/0").lstrip("/") or "0"
-        api_redis = f"redis://127.0.0.1:{ports['redis']}/{redis_db}"
+        api_redis = with_db(redis_server, redis_db, "127.0.0.1", ports["redis"])
 
         platform_config = {
             "primary_model": c.get("primary_model", "gpt-4o"),
@@ -110,8 +111,6 @@ class Sandbox:
             "langsmith_project_id": f"ls-{self.sandbox_id}",
         }
         self.platform = p = Platform(platform_config)
-        from sandbox.appdb import prepare
-
         await prepare(direct, p.primary_model)
         self.api = SupportApi(
             p,

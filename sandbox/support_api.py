@@ -177,8 +177,9 @@ class SupportApi:
                 self._simulate()
             try:
                 await self.writer.flush()
-            except Exception:  # the writer reconnects on the next tick
+            except Exception:  # drop the batch; reconnect on the next tick
                 self.writer.pending.clear()
+                await self.writer.close()
 
     async def _expiry(self) -> None:
         while True:
