@@ -4,7 +4,8 @@
 with `status: "scheduled"`), `PATCH …/incidents/{id}`, `GET …/incidents`. Auth
 `Authorization: OAuth <key>`; one request per second per key (429 + Retry-After), errors
 `{"message": …}` as the real API answers. Every accepted write is recorded in the sink
-`statuspage`, so tests can read what customers were told.
+`statuspage`, so tests can read what customers were told, and journaled as a mutation (a dry run
+must not post to customers).
 """
 
 from __future__ import annotations
@@ -69,7 +70,13 @@ class StatuspageManage:
         return incident
 
     def _record(self, action: str, incident: dict[str, Any]) -> None:
+        """Customers see it: a sink entry (what they were told) and a journaled mutation."""
         self.p.sinks["statuspage"].append({"ts": iso(now()), "action": action, **incident})
+        self.p.record(
+            "statuspage",
+            f"{action}Incident",
+            {"id": incident["id"], "status": incident.get("status")},
+        )
 
     async def create(self, request: Request) -> JSONResponse:
         if denied := self._guard(request):
