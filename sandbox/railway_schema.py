@@ -7,6 +7,7 @@ from graphql import build_schema
 
 SDL = """
 scalar JSON
+scalar EnvironmentConfig
 scalar DateTime
 enum DeploymentStatus { BUILDING CRASHED DEPLOYING FAILED INITIALIZING NEEDS_APPROVAL QUEUED
   REMOVED REMOVING SKIPPED SLEEPING SUCCESS WAITING }
@@ -50,7 +51,8 @@ type Mutation {
   serviceInstanceDeployV2(environmentId: String!, serviceId: String!, commitSha: String): String!
   variableCollectionUpsert(input: VariableCollectionUpsertInput!): Boolean!
   variableUpsert(input: VariableUpsertInput!): Boolean!
-  environmentPatchCommit(environmentId: String!, patch: JSON!, commitMessage: String): String!
+  environmentPatchCommit(environmentId: String!, patch: EnvironmentConfig,
+    commitMessage: String): String!
   serviceInstanceUpdate(serviceId: String!, environmentId: String,
     input: ServiceInstanceUpdateInput!): Boolean!
   serviceInstanceLimitsUpdate(input: ServiceInstanceLimitsUpdateInput!): Boolean!

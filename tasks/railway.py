@@ -309,8 +309,8 @@ async def scale_replicas(railway: Railway, replicas: int, region: str | None = N
     }
     await _graphql(
         railway,
-        "mutation($e: String!, $patch: JSON!) { environmentPatchCommit(environmentId: $e,"
-        " patch: $patch) }",
+        "mutation($e: String!, $patch: EnvironmentConfig) {"
+        " environmentPatchCommit(environmentId: $e, patch: $patch) }",
         {"e": railway.environment_id, "patch": patch},
     )
     return Applied(
