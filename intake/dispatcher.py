@@ -1,11 +1,13 @@
 """The dispatcher: turns queued incident actions (the outbox) into flow runs and Slack messages.
 
-Each outbox row is claimed with `FOR UPDATE SKIP LOCKED` inside a transaction held while the
-action runs, so across any number of intake processes one row is worked on by one process at a
-time; the flow run is created with `idempotency_key=<incident id>`, so a crash between creating
-the run and marking the row done cannot create a second run. A failed attempt (Prefect API down,
-Slack 5xx) is rescheduled with exponential backoff; rows left by a killed process are picked up at
-start-up and by every poll.
+A row is claimed with a session-level advisory lock on its key, taken on the connection that
+works on it: across any number of intake processes one process works on a row at a time, a
+killed process's claim ends with its connection, and no row lock is held while Prefect or Slack
+is called (a slow Prefect API never delays the persisting of alerts). The flow run is created
+with `idempotency_key=<incident id>`: a crash between creating the run and marking the row done
+cannot create a second run. A failed attempt (Prefect API down, Slack 5xx) is rescheduled with
+exponential backoff; rows left by a killed process are picked up by any intake process, at
+start-up or at any poll.
 """
 
 from __future__ import annotations
@@ -25,23 +27,30 @@ from psycopg_pool import AsyncConnectionPool
 from blocks.slack import Slack
 from intake.metrics import IntakeMetrics
 from intake.settings import IntakeSettings
-from runbook.incidents import Conn, get_incident
+from runbook.incidents import Conn, Incident, get_incident
 from runbook.settings import get_settings
 
 log = logging.getLogger("intake.dispatcher")
 
-_CLAIM = (
+_LOCK_SPACE = 0x494E544B  # "INTK": advisory lock class of outbox rows
+_DUE = (
     "SELECT incident_id, action, target, attempts FROM runbook.outbox"
-    " WHERE done_at IS NULL AND next_attempt_at <= now()"
-    " ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    " WHERE done_at IS NULL AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT %s"
+)
+_LOCK = "SELECT pg_try_advisory_lock(%s::int4, hashtext(%s))"
+_UNLOCK = "SELECT pg_advisory_unlock(%s::int4, hashtext(%s))"
+_STILL_DUE = (
+    "SELECT attempts FROM runbook.outbox WHERE incident_id = %s AND action = %s"
+    " AND done_at IS NULL AND next_attempt_at <= now()"
 )
 _DONE = (
     "UPDATE runbook.outbox SET done_at = now(), result = %s, attempts = attempts + 1,"
-    " last_error = NULL WHERE incident_id = %s AND action = %s"
+    " last_error = NULL WHERE incident_id = %s AND action = %s AND done_at IS NULL"
 )
 _RETRY = (
     "UPDATE runbook.outbox SET attempts = attempts + 1, last_error = %s,"
-    " next_attempt_at = now() + make_interval(secs => %s) WHERE incident_id = %s AND action = %s"
+    " next_attempt_at = now() + make_interval(secs => %s)"
+    " WHERE incident_id = %s AND action = %s AND done_at IS NULL"
 )
 DEPTH = "SELECT count(*) FROM runbook.outbox WHERE done_at IS NULL"
 
@@ -102,39 +111,55 @@ class Dispatcher:
         return done
 
     async def dispatch_one(self) -> bool:
-        """Claim one due row and attempt it; False when none is due."""
-        async with self.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(_CLAIM)
-            row = await cur.fetchone()
-            if row is None:
-                return False
-            job = Job(str(row[0]), str(row[1]), str(row[2]), int(row[3]))
-            try:
-                result = await self._perform(conn, job)
-            except Exception as exc:
-                delay = self.backoff(job.attempts)
-                message = _one_line(exc)
-                self.metrics.dispatch_failures.labels(job.action).inc()
-                log.warning(
-                    "dispatch %s for incident %s failed (attempt %d, retry in %.1fs): %s",
-                    job.action,
-                    job.incident_id,
-                    job.attempts + 1,
-                    delay,
-                    message,
-                )
-                await conn.execute(_RETRY, (message, delay, row[0], job.action))
-            else:
-                self.metrics.dispatched.labels(job.action).inc()
-                log.info("dispatched %s for incident %s: %s", job.action, job.incident_id, result)
-                await conn.execute(_DONE, (result, row[0], job.action))
-            return True
+        """Claim one due row and attempt it; False when none is due (or all are claimed)."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(_DUE, (2 * self.settings.intake_dispatch_concurrency,))
+            for row in await cur.fetchall():
+                key = f"{row[0]}:{row[1]}"
+                locked = await (await conn.execute(_LOCK, (_LOCK_SPACE, key))).fetchone()
+                if not locked or not locked[0]:
+                    continue  # another worker or process has it
+                try:
+                    due = await (await conn.execute(_STILL_DUE, (row[0], row[1]))).fetchone()
+                    if due is None:
+                        continue  # finished or rescheduled meanwhile
+                    await self._attempt(conn, Job(str(row[0]), str(row[1]), str(row[2]), due[0]))
+                    return True
+                finally:
+                    await conn.execute(_UNLOCK, (_LOCK_SPACE, key))
+        return False
 
-    async def _perform(self, conn: Conn, job: Job) -> str:
+    async def _attempt(self, conn: Conn, job: Job) -> None:
+        try:
+            async with asyncio.timeout(self.settings.intake_dispatch_timeout_s):
+                result = await self._perform(job)
+        except Exception as exc:
+            delay = self.backoff(job.attempts)
+            message = _one_line(exc)
+            self.metrics.dispatch_failures.labels(job.action).inc()
+            log.warning(
+                "dispatch %s for incident %s failed (attempt %d, retry in %.1fs): %s",
+                job.action,
+                job.incident_id,
+                job.attempts + 1,
+                delay,
+                message,
+            )
+            await conn.execute(_RETRY, (message, delay, job.incident_id, job.action))
+        else:
+            self.metrics.dispatched.labels(job.action).inc()
+            log.info("dispatched %s for incident %s: %s", job.action, job.incident_id, result)
+            await conn.execute(_DONE, (result, job.incident_id, job.action))
+
+    async def _perform(self, job: Job) -> str:
         if job.action == "flow":
             return await create_flow_run(job.target, job.incident_id)
         if job.action == "slack":
-            return await notify_slack(conn, job.incident_id)
+            async with self.pool.connection() as conn:
+                incident = await get_incident(conn, job.incident_id)
+            if incident is None:
+                return "skipped: incident not found"
+            return await notify_slack(incident)
         raise DispatchFailed(f"unknown action {job.action!r}")
 
 
@@ -157,11 +182,9 @@ async def create_flow_run(deployment: str, incident_id: str) -> str:
     return str(flow_run.id)
 
 
-async def notify_slack(conn: Conn, incident_id: str) -> str:
+async def notify_slack(incident: Incident) -> str:
     """Post the triage message to the Slack incoming webhook (a `Slack` block, else settings)."""
-    incident = await get_incident(conn, incident_id)
-    if incident is None:
-        return "skipped: incident not found"
+    incident_id = incident.id
     try:
         slack: Any = await Slack.resolve()
     except Exception:  # Prefect API down: fall back to the environment

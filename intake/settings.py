@@ -47,6 +47,9 @@ class IntakeSettings(BaseSettings):
     intake_dispatch_backoff_s: float = Field(0.5, gt=0, description="first retry delay")
     intake_dispatch_backoff_max_s: float = Field(60.0, gt=0)
     intake_dispatch_concurrency: int = Field(4, ge=1)
+    intake_dispatch_timeout_s: float = Field(
+        30.0, gt=0, description="time limit of one attempt (Prefect's client retries inside it)"
+    )
 
     # ops database
     ops_database_url: SecretStr | None = None
