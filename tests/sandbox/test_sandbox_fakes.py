@@ -306,3 +306,47 @@ async def test_openai_key_rotation_order_matters(sandbox: SandboxHandle, blocks:
         svc_key = account["api_key"]["id"]
         assert admin.delete(f"{org}/api_keys/{svc_key}").status_code == 400
     assert new_key not in json.dumps(sandbox.journal())
+
+
+async def test_http_logs_and_langsmith_v2_query_follow_the_traffic(
+    sandbox: SandboxHandle, blocks: Blocks
+) -> None:
+    live = await railway.get_service_instance.fn(blocks.railway)
+    await asyncio.sleep(0.6)  # a few ticks of traffic on this deployment
+    answer = httpx.post(
+        sandbox.env["RUNBOOK_RAILWAY_ENDPOINT"],
+        headers={"Authorization": f"Bearer {sandbox.env['RUNBOOK_RAILWAY_TOKEN']}"},
+        json={
+            "query": "query($id: String!) { httpLogs(deploymentId: $id, limit: 5)"
+            " { path httpStatus totalDuration } }",
+            "variables": {"id": live.latest_deployment_id},
+        },
+    ).json()
+    logs = answer["data"]["httpLogs"]
+    assert logs and all(x["path"] == "/v1/chat" and x["totalDuration"] > 0 for x in logs)
+
+    ls = httpx.Client(
+        base_url=sandbox.env["RUNBOOK_LANGSMITH_URL"],
+        headers={"x-api-key": sandbox.env["RUNBOOK_LANGSMITH_API_KEY"]},
+    )
+    with ls:
+        project = ls.get(
+            "/api/v1/sessions", params={"name": sandbox.env["RUNBOOK_LANGSMITH_PROJECT"]}
+        ).json()[0]
+        since = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        page = ls.post(
+            "/api/v2/runs/query",
+            json={
+                "project_ids": [project["id"]],
+                "min_start_time": since,
+                "page_size": 3,
+                "filter": 'eq(run_type, "llm")',
+                "has_error": False,
+            },
+        ).json()
+        assert len(page["runs"]) == 3 and page["cursors"]["next"] == "3"
+        assert all(r["run_type"] == "llm" and r["error"] is None for r in page["runs"])
+        bad = ls.post(
+            "/api/v2/runs/query", json={"project_ids": [project["id"]], "filter": "gt(latency"}
+        )
+        assert bad.status_code == 400
