@@ -124,12 +124,8 @@ class IncidentRun:
         """Publish the timeline artifact, tell Slack (with the link), return the result."""
         last = self.outcomes[-1] if self.outcomes else None
         link = ui_link(self.flow_run_id) if self.flow_run_id else ""
-        if verified is not None:
-            await timeline.note(
-                self.incident_id,
-                "verified" if verified else "failed",
-                "verified: " + summary if verified else "not verified: " + summary,
-            )
+        state = {True: "verified", False: "NOT verified", None: "nothing to verify"}[verified]
+        await timeline.note(self.incident_id, "finished", f"{decision} ({state}): {summary}")
         await timeline.publish(self.incident_id, f"{self.flow}: {self.title}")
         prefix = "[dry run] " if self.dry_run else ""
         await notify(

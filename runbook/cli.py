@@ -139,6 +139,36 @@ def run(
 
 
 @app.command()
+def demo(
+    auto_approve: bool = typer.Option(
+        False, "--auto-approve", help="approve waiting actions through the API after 2 s"
+    ),
+    scenario: str | None = typer.Option(None, "--scenario", help="run only this scenario"),
+    fault_wait: float = typer.Option(20.0, "--fault-wait", help="seconds of symptoms first"),
+) -> None:
+    """Start everything locally (Prefect, sandbox, intake, flows) and remediate each fault."""
+    import tempfile
+    from pathlib import Path
+
+    from runbook.demo import run_demo
+
+    home = Path(tempfile.mkdtemp(prefix="runbook-demo-"))
+    try:
+        code = run_demo(
+            auto_approve=auto_approve,
+            scenario=scenario,
+            home=home,
+            fault_wait_s=fault_wait,
+            console=console,
+        )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    except RuntimeError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    raise typer.Exit(code)
+
+
+@app.command()
 def serve(
     no_schedules: bool = typer.Option(False, "--no-schedules", help="alerts and operators only"),
 ) -> None:

@@ -24,6 +24,7 @@ _ICON = {
     "undone": "↩️",
     "escalated": "📟",
     "notified": "💬",
+    "finished": "🏁",
 }
 
 

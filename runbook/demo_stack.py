@@ -1,0 +1,152 @@
+"""The processes behind `runbook demo` (and the end-to-end tests): a local Prefect server, the
+sandbox, our ops database, the alert intake and the served flows — all on 127.0.0.1, all
+stopped by `stop()` (only what this stack started, by PID/process group)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from runbook.prefect_server import LocalPrefectServer, free_port
+
+
+class Stack:
+    def __init__(self, home: Path, *, ui: bool = True) -> None:
+        self.home = home
+        self.ui = ui
+        self.server: LocalPrefectServer | None = None
+        self.sandbox: Any = None
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.ops_admin_url = ""
+        self.ops_db = ""
+        self.env: dict[str, str] = {}
+        self.intake_url = ""
+        self.alert_token = secrets.token_urlsafe(24)
+
+    def start(self, say: Any = print) -> None:
+        from runbook.embedded import postgres_url
+        from sandbox.handle import start_sandbox
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        say("starting the Prefect server (embedded SQLite) …")
+        self.server = LocalPrefectServer(
+            self.home / "prefect-server",
+            ui=self.ui,
+            extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"},
+        )
+        self.server.start()
+        say("starting the sandbox platform …")
+        self.sandbox = start_sandbox(data_dir=self.home / "sandbox")
+        admin = postgres_url(os.environ.get("RUNBOOK_OPS_DATABASE_URL"), self.home / "ops-pg")
+        self.ops_db = f"runbook_demo_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.ops_db}"')
+        self.ops_admin_url = admin
+        port = free_port()
+        self.intake_url = f"http://127.0.0.1:{port}"
+        self.env = {
+            **self.sandbox.env,
+            "PREFECT_API_URL": self.server.api_url,
+            "PREFECT_HOME": str(self.home / "prefect-client"),
+            "PREFECT_LOGGING_LEVEL": "WARNING",
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "RUNBOOK_HOME": str(self.home),
+            "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
+            "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,
+            "RUNBOOK_APPROVERS": "oncall",
+            "RUNBOOK_APPROVAL_SECRET": secrets.token_hex(16),
+            "RUNBOOK_APPROVAL_POLL_S": "1",
+            "RUNBOOK_INTAKE_DISPATCH_POLL_S": "0.5",
+            # scenarios follow each other within seconds: a new alert after a resolved one is a
+            # new incident here, not a flap of the previous one (production default: 300 s)
+            "RUNBOOK_INTAKE_COOLDOWN_S": "0",
+        }
+        os.environ.update(self.env)
+        from runbook.settings import get_settings
+
+        get_settings.cache_clear()
+        say("starting the alert intake and serving the flows …")
+        log = (self.home / "intake.log").open("ab")
+        self.children.append(self._spawn(["intake", "--port", str(port)], log))
+        serve_log = (self.home / "serve.log").open("ab")
+        self.children.append(self._spawn(["serve", "--no-schedules"], serve_log))
+        self._wait_ready()
+
+    def _spawn(self, args: list[str], log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runbook.cli", *args],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait_ready(self, timeout: float = 90.0) -> None:
+        from flows.registry import FLOWS
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, child in zip(("intake", "serve"), self.children, strict=False):
+                if child.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited with {child.returncode}; see {self.home}/{name}.log"
+                    )
+            try:
+                intake_ok = httpx.get(f"{self.intake_url}/healthz", timeout=1).status_code == 200
+                assert self.server is not None
+                names = httpx.post(
+                    f"{self.server.api_url}/deployments/filter", json={}, timeout=2
+                ).json()
+                served = {d["name"] for d in names} == {"runbook"} and len(names) >= len(FLOWS)
+            except (httpx.HTTPError, ValueError):
+                intake_ok = served = False
+            if intake_ok and served:
+                return
+            time.sleep(0.3)
+        raise RuntimeError(f"the demo stack was not ready within {timeout:g} s; see {self.home}")
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGTERM)
+        for child in reversed(self.children):
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait(5)
+        self.children.clear()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+            self.sandbox = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self.ops_admin_url and self.ops_db:
+            try:
+                with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{self.ops_db}" WITH (FORCE)')
+            except psycopg.Error:
+                pass
+            self.ops_db = ""
+        from runbook.embedded import stop_embedded
+
+        stop_embedded()
+
+    def pids(self) -> list[int]:
+        found = [c.pid for c in self.children]
+        if self.server and self.server.process:
+            found.append(self.server.process.pid)
+        if self.sandbox is not None:
+            found.append(self.sandbox.pid)
+        return found
