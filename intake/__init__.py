@@ -1,1 +1,21 @@
-"""Alert intake: authenticate → parse → route → dedupe → persist → dispatch."""
+"""Alert intake: authenticate → parse → route → coalesce + persist → 202 → dispatch.
+
+`runbook intake [--host 127.0.0.1] [--port 8080]` serves it (uvicorn, one process; run several
+copies behind a load balancer: all state is in Postgres). Modules:
+
+    app.py          the ASGI app (`create_app(settings=None)`), the request pipeline
+    auth.py         per-source authentication, pure (constant-time compares, replay window)
+    payloads.py     the five wire formats (pydantic); parsers.py turns them into `Alert`s
+    routes.py       the routing table (`routes.yaml`, or an `IntakeRoutes` block) → placement
+    persister.py    group commit: concurrent deliveries persisted in one statement
+    dispatcher.py   the outbox → `run_deployment(timeout=0, idempotency_key=<incident id>)`, Slack
+    metrics.py      Prometheus metrics; settings.py the `RUNBOOK_*` settings; cli.py the command
+
+Endpoints: `POST /alerts/{alertmanager,grafana,sentry,pagerduty,generic}`, `GET /healthz`,
+`GET /metrics`. Answers: 202 `{"incident", "status": new|coalesced|resolved|suppressed|triaged,
+"outcome", "route", "target", "alert", "alert_count", "alerts": [...]}` (or status `ignored` for a
+delivery that carries no alert), 400 malformed JSON, 401 credentials, 413 too large, 415 not
+JSON, 422 wrong shape naming the field, 503 + `Retry-After` only when the alert cannot be
+persisted. Incidents themselves live in `runbook.incidents` (the flows read them with
+`get_incident`).
+"""

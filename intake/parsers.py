@@ -257,9 +257,7 @@ def parse_generic(payload: Any, headers: Mapping[str, str]) -> Parsed:
                 name=_clip(alert.name),
                 status=AlertStatus(alert.status),
                 severity=severity,
-                summary=_summary(alert.annotations, alert.summary, alert.name)
-                if not alert.summary
-                else _clip(alert.summary),
+                summary=_clip(alert.summary) or _summary(alert.annotations, alert.name),
                 labels=labels,
                 annotations=dict(alert.annotations),
                 fingerprint=alert.dedup_key,
