@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from intake_harness import SECRETS, IntakeProcess, register_route_deployments
+from intake_harness import DEPLOYMENT, SECRETS, IntakeProcess, register_route_deployments
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +24,7 @@ def intake_env(pg_url: str, session_dir: Path) -> dict[str, str]:
             "RUNBOOK_INTAKE_DISPATCH_BACKOFF_S": "0.1",
             "RUNBOOK_INTAKE_DISPATCH_BACKOFF_MAX_S": "0.5",
             "RUNBOOK_INTAKE_COOLDOWN_S": "2",
+            "RUNBOOK_DEPLOYMENT_NAME": DEPLOYMENT,
             "PREFECT_HOME": str(session_dir / "prefect-home"),
             "PREFECT_API_URL": "",
             "PREFECT_LOGGING_LEVEL": "WARNING",

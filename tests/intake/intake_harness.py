@@ -33,6 +33,8 @@ SECRETS = {
     "RUNBOOK_GENERIC_SECRET": "generic-secret-77e4",
 }
 GRAFANA_TS_HEADER = "X-Grafana-Alerting-Signature-Timestamp"
+# our own deployment name, so the session's Prefect server may also hold the real "runbook" ones
+DEPLOYMENT = "intake-tests"
 ROUTE_FLOWS = (
     "high-error-rate",
     "high-latency",
@@ -158,14 +160,14 @@ class IntakeProcess:
 
 
 async def register_route_deployments(api_url: str) -> None:
-    """A deployment named `runbook` for every route flow (no worker: runs stay scheduled)."""
+    """A deployment of every route flow (no worker: runs stay scheduled)."""
     from prefect import Flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(updates={PREFECT_API_URL: api_url}):
         for name in ROUTE_FLOWS:
             flow: Flow[..., None] = Flow(fn=_remediate, name=name)
-            deployment = await flow.ato_deployment(name="runbook")
+            deployment = await flow.ato_deployment(name=DEPLOYMENT)
             await deployment.aapply()
 
 
@@ -204,3 +206,16 @@ async def eventually(
 
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def flow_run_of(api_url: str, incident_id: str) -> tuple[str, str, dict[str, Any]]:
+    """(flow name, deployment name, parameters) of the run created for an incident."""
+    from prefect.client.orchestration import PrefectClient
+
+    async with PrefectClient(api=api_url) as client:
+        for run in await client.read_flow_runs(limit=200):
+            if run.idempotency_key == incident_id and run.deployment_id:
+                deployment = await client.read_deployment(run.deployment_id)
+                flow = await client.read_flow(run.flow_id)
+                return flow.name, deployment.name, dict(run.parameters)
+    raise AssertionError(f"no flow run for incident {incident_id}")

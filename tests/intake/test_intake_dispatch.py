@@ -12,10 +12,12 @@ import httpx
 import psycopg
 import pytest
 from intake_harness import (
+    DEPLOYMENT,
     IntakeProcess,
     Sender,
     eventually,
     fixture_payload,
+    flow_run_of,
     flow_runs_by_incident,
     generic_alert,
     register_route_deployments,
@@ -187,6 +189,9 @@ async def test_sigkill_after_202_still_dispatched_once(
     assert (await flow_runs_by_incident(deployed))[incident] == 1
     [(_, done, result, _)] = await outbox(fresh_db, incident)
     assert done and result
+    assert await flow_run_of(deployed, incident) == (
+        "high-latency", DEPLOYMENT, {"incident_id": incident},
+    )  # fmt: skip
 
 
 async def test_sigkill_during_dispatch_storm_then_restart_runs_each_once(
