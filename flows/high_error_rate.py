@@ -171,20 +171,19 @@ async def observe(
             return None
 
     recent = policy.recent_window_s
-    r5, r1h, rnow, dist, traces, deps, model, conns, *page_states = await asyncio.gather(
+    r5, r1h, rnow, by_cause, traces, deps, model, conns, *page_states = await asyncio.gather(
         app_metrics.get_error_rate(db, 300),
         app_metrics.get_error_rate(db, 3600),
         app_metrics.get_error_rate(db, recent),
-        app_metrics.get_error_distribution(db, recent),
+        app_metrics.get_error_causes(db, recent),
         safe(langsmith.get_trace_errors(ls, 300)),
         safe(railway.get_deployments(rw)),
         safe(railway.get_variable(rw, "DEFAULT_MODEL")),
         get_pg_connections(db, policy),
         *(safe(status_pages.get_status_page(pages, name)) for name in ("shopify", "gorgias")),
     )
-    causes: Counter[str] = Counter()
-    for intent, count in dist.by_intent.items():
-        causes[error_cause(dist.samples.get(intent, ""))] += count
+    causes = by_cause.by_cause
+    dist = await app_metrics.get_error_distribution(db, 3600)  # the runbook's own query
     degraded = tuple(p.page for p in page_states if p is not None and not p.operational)
     age = error_lines = None
     rollback_to = None
@@ -193,7 +192,9 @@ async def observe(
         if live is not None:
             age = (datetime.now(UTC) - live.created_at).total_seconds() / 60
         logs = await safe(railway.get_deployment_logs(rw, deps.current_id))
-        error_lines = len(logs.lines) if logs else 0
+        error_lines = (
+            sum(1 for x in logs.lines if error_cause(x.message) == "application") if logs else 0
+        )
         good = railway.last_known_good(deps.items, deps.current_id)
         rollback_to = good.id if good else None
     signals = ErrorSignals(

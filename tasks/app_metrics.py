@@ -141,3 +141,33 @@ async def get_long_running_queries(db: AppDatabase, min_seconds: float = 5.0) ->
             for p, s, st, a, q in rows
         ),
     )
+
+
+class ErrorCauses(BaseModel):
+    """Errors in the window grouped by what failed (from the error message's wording)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: int
+    by_cause: dict[str, int]  # llm | integration | database | application
+
+
+_CAUSE_SQL = """
+SELECT CASE
+    WHEN e ~* '(\\mllm\\M|openai|\\mmodel\\M|rate.?limit|\\m429\\M|overloaded)' THEN 'llm'
+    WHEN e ~* '(integration|shopify|gorgias)' THEN 'integration'
+    WHEN e ~* ('(database|postgres|psycopg|connection pool|pool exhausted'
+               '|connection refused|too many connections)') THEN 'database'
+    ELSE 'application' END AS cause, count(*)
+FROM (SELECT metadata->>'error' AS e FROM messages
+      WHERE created_at > now() - %(window)s AND role = 'assistant'
+        AND metadata->>'error' IS NOT NULL) errors
+GROUP BY 1
+"""
+
+
+@task(name="get-app-error-causes", retries=0)
+async def get_error_causes(db: AppDatabase, window_s: int = 120) -> ErrorCauses:
+    """Every error of the window counted by cause (not one sample per intent)."""
+    rows = await _fetch(db, _CAUSE_SQL, {"window": timedelta(seconds=window_s)})
+    return ErrorCauses(window_s=window_s, by_cause={str(c): int(n) for c, n in rows})
