@@ -169,10 +169,11 @@ class SupportApi:
         return outcome
 
     async def _traffic(self) -> None:
-        tick = 0.25
+        tick, last = 0.25, time.monotonic()
         while True:
             await asyncio.sleep(tick)
-            n = 0 if self.p.maintenance() else _poisson(self.traffic_rps * tick)
+            elapsed, last = time.monotonic() - last, time.monotonic()  # late ticks catch up
+            n = 0 if self.p.maintenance() else _poisson(self.traffic_rps * min(elapsed, 2.0))
             for _ in range(n):
                 self._simulate()
             try:
