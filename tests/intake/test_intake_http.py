@@ -298,3 +298,30 @@ async def test_logs_never_contain_secrets_or_signatures(
     for secret in SECRETS.values():
         assert secret not in log
     assert headers["Sentry-Hook-Signature"] not in log
+
+
+async def test_alertmanager_group_with_firing_and_resolved_alerts(
+    client: httpx.AsyncClient,
+) -> None:
+    """One notification, two problems: each alert goes its own way, atomically."""
+    latency, errors = unique(), unique()
+    opened = fixture_payload("alertmanager_firing")
+    opened["alerts"][0]["labels"]["target"] = errors
+    first = await post(client, "alertmanager", opened)
+    assert first.json()["status"] == "new"
+    group = fixture_payload("alertmanager_firing")
+    slow = json.loads(json.dumps(group["alerts"][0]))
+    slow["labels"].update(alertname="HighLatency", target=latency)
+    slow["annotations"] = {"summary": "P99 latency above 10s"}
+    done = group["alerts"][0]
+    done["labels"]["target"] = errors
+    done["status"] = "resolved"
+    group["alerts"] = [slow, done]
+    response = await post(client, "alertmanager", group)
+    assert response.status_code == 202
+    alerts = response.json()["alerts"]
+    assert [(a["route"], a["status"]) for a in alerts] == [
+        ("high-latency", "new"),
+        ("high-error-rate", "resolved"),
+    ]
+    assert alerts[1]["incident"] == first.json()["incident"]
