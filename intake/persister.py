@@ -85,7 +85,11 @@ class Persister:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._flush(batch)
+            try:
+                await self._flush(batch)
+            except Exception as exc:  # a bug must not stop the writer: fail this batch only
+                log.error("persisting a batch failed: %s", type(exc).__name__)
+                _fail(batch, exc)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         items = [item for unit, _ in batch for item in unit]
