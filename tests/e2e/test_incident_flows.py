@@ -1,0 +1,235 @@
+"""End to end per flow: fault → real-format alert → intake → served flow → journal, Slack.
+
+One stack for the module: a local Prefect server, the sandbox, the intake and `runbook serve`
+(the same `Stack` the demo uses), all real processes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from runbook.demo import SCENARIOS, Row, Scenario, _code, _waiting_gate, run_scenario
+from runbook.demo_stack import Stack
+from runbook.settings import get_settings
+
+pytestmark = pytest.mark.e2e
+
+BY_NAME = {s.name: s for s in SCENARIOS}
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    saved = dict(os.environ)
+    st = Stack(Path(tempfile.mkdtemp(prefix="runbook-e2e-")), ui=False)
+    try:
+        st.start(say=lambda _m: None)
+        assert st.server is not None
+        with temporary_settings(updates={PREFECT_API_URL: st.server.api_url}):
+            yield st
+    finally:
+        st.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+def journal_ops(st: Stack, operation: str) -> int:
+    return sum(1 for e in st.sandbox.journal() if e["operation"] == operation)
+
+
+async def scenario(st: Stack, s: Scenario, **kw: Any) -> Row:
+    kw.setdefault("auto_approve", True)
+    return await run_scenario(
+        st,
+        s,
+        fault_wait_s=kw.pop("fault_wait_s", 12.0),
+        timeout_s=180.0,
+        say=lambda _m: None,
+        **kw,
+    )
+
+
+def slack_summary(st: Stack, incident: str) -> str:
+    texts = [str(m.get("text", "")) for m in st.sandbox.sink("slack")]
+    found = [t for t in texts if incident in t and "/v2/runs/flow-run/" in t]
+    assert found, f"no Slack summary with a UI link for {incident}"
+    return found[-1]
+
+
+async def test_integration_outage_changes_nothing_and_reports_status_page(stack: Stack) -> None:
+    journal_before = len(stack.sandbox.journal())
+    row = await scenario(stack, BY_NAME["integration-outage"])
+    assert row.ok, row.problem
+    assert len(stack.sandbox.journal()) == journal_before, "no platform change"
+    assert "shopify" in slack_summary(stack, row.incident).lower() or "integration" in row.decision
+
+
+@pytest.mark.parametrize(
+    ("name", "operation"),
+    [
+        ("llm-outage", "variableCollectionUpsert"),
+        ("llm-rate-limit", "variableCollectionUpsert"),
+        ("high-load", "environmentPatchCommit"),
+    ],
+)
+async def test_safe_remediation_acts_once_verifies_and_reports(
+    stack: Stack, name: str, operation: str
+) -> None:
+    before = journal_ops(stack, operation)
+    row = await scenario(stack, BY_NAME[name])
+    assert row.ok, row.problem
+    assert row.verified is True
+    assert journal_ops(stack, operation) == before + 1, "the action ran exactly once"
+    assert "gpt-4o-mini" in slack_summary(stack, row.incident) or name == "high-load"
+
+
+async def test_slow_queries_are_database_bound_and_reported_not_scaled(stack: Stack) -> None:
+    slow = Scenario(
+        name="slow-queries",
+        fault="slow-queries",
+        alert="HighLatency",
+        summary="P99 latency above 10s for 5 minutes",
+        flow="high-latency",
+        decision="report_slow_queries",
+        action=None,
+    )
+    journal_before = len(stack.sandbox.journal())
+    row = await scenario(stack, slow)
+    assert row.ok, row.problem
+    assert row.decision.startswith("database-bound")
+    assert len(stack.sandbox.journal()) == journal_before, "no scaling for a database problem"
+    assert "slow-query report" in slack_summary(stack, row.incident).lower()
+
+
+async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) -> None:
+    s = BY_NAME["bad-deploy"]
+    before = journal_ops(stack, "deploymentRollback")
+    running = asyncio.create_task(scenario(stack, s, auto_approve=False))
+    gate = None
+    for _ in range(240):
+        await asyncio.sleep(0.5)
+        incidents = [m for m in stack.sandbox.sink("slack") if "Approval needed" in str(m)]
+        if incidents:
+            ids = await _gate_from_messages(incidents)
+            gate = ids
+            if gate:
+                break
+    assert gate, "the rollback never asked for approval"
+    await asyncio.sleep(3)
+    assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
+    code = _code(stack.sandbox, "oncall", gate)
+    assert code
+    approve = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runbook.cli",
+            "approve",
+            gate,
+            "--approver",
+            "oncall",
+            "--code",
+            code,
+            "--reason",
+            "e2e: bad deploy",
+        ],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert approve.returncode == 0, approve.stderr
+    row = await running
+    assert row.ok, row.problem
+    assert row.approver == "oncall"
+    assert journal_ops(stack, "deploymentRollback") == before + 1
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runbook.cli",
+            "approve",
+            gate,
+            "--approver",
+            "oncall",
+            "--code",
+            code,
+            "--reason",
+            "double click",
+        ],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 1 and "not waiting for approval" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert journal_ops(stack, "deploymentRollback") == before + 1
+
+
+async def _gate_from_messages(messages: list[dict[str, Any]]) -> str | None:
+    import re
+
+    for m in reversed(messages):
+        found = re.search(r"/v2/runs/flow-run/([0-9a-f-]{36})", str(m))
+        if found:
+            incident = re.search(r"incident ([0-9a-f-]{36})", str(m))
+            if incident and await _waiting_gate(incident.group(1)):
+                return found.group(1)
+    return None
+
+
+@pytest.mark.parametrize(
+    ("fault", "flow"),
+    [
+        ("bad-deploy", "high-error-rate"),
+        ("llm-outage", "high-error-rate"),
+        ("high-load", "high-latency"),
+        ("llm-rate-limit", "llm-provider"),
+    ],
+)
+def test_dry_run_of_each_flow_changes_nothing(stack: Stack, fault: str, flow: str) -> None:
+    stack.sandbox.reset()
+    stack.sandbox.inject(fault)
+    import time
+
+    time.sleep(10)
+    journal_before = len(stack.sandbox.journal())
+    result = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "run", flow, "--dry-run"],
+        env={**os.environ},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "completed" in result.stdout
+    assert len(stack.sandbox.journal()) == journal_before, "dry run changed the platform"
+
+
+async def test_restore_switches_back_once_primary_is_healthy(stack: Stack) -> None:
+    from flows.llm_provider import llm_provider
+
+    sb = stack.sandbox
+    sb.reset()
+    sb.inject("llm-outage")
+    first = await llm_provider()
+    assert first.action == "switch_model" and first.action_status == "done"
+    assert sb.state()["DEFAULT_MODEL"] == "gpt-4o-mini"
+    sb.clear()
+    restored = await llm_provider(restore_healthy_s=3)
+    assert restored.decision == "restore"
+    assert restored.action == "restore_model" and restored.action_status == "done"
+    last = [e for e in sb.journal() if e["operation"] == "variableCollectionUpsert"][-1]
+    assert last["args"]["variables"] == {"DEFAULT_MODEL": "gpt-4o"}
+    assert sb.state()["DEFAULT_MODEL"] == "gpt-4o"
