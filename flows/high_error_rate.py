@@ -234,6 +234,8 @@ async def high_error_rate(
     """Runbook §1 High Error Rate: find the cause (LLM, integration, database, bad deploy),
     apply the runbook's remedy (fallback model, or rollback after approval), verify, report."""
     run = await IncidentRun.start("high-error-rate", incident_id, dry_run)
+    if (done := await run.finish_if_resolved()) is not None:
+        return done
     policy = run.policy
     db, ls, rw, pages, llm_model = await asyncio.gather(
         AppDatabase.resolve(),

@@ -158,6 +158,8 @@ async def high_latency(
     """Runbook §2 High Latency: database-, Redis-, LLM- or capacity-bound? Scale replicas
     toward 5 (capped by Policy), downgrade the model, or report slow queries; verify P99."""
     run = await IncidentRun.start("high-latency", incident_id, dry_run)
+    if (done := await run.finish_if_resolved()) is not None:
+        return done
     policy = run.policy
     db, cache, ls, rw, llm = await asyncio.gather(
         AppDatabase.resolve(),

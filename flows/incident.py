@@ -57,6 +57,7 @@ class IncidentRun:
         self.started = time.monotonic()
         self.first_action_s: float | None = None
         self.outcomes: list[ActOutcome] = []
+        self.resolved_before_start = False
         ctx = FlowRunContext.get()
         self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
 
@@ -65,18 +66,28 @@ class IncidentRun:
         """Load the incident the intake opened (or make a manual one for operator runs)."""
         policy = await Policy.resolve()
         title = f"{flow} (manual run)"
+        resolved = False
         if incident_id:
             async with await opsdb.connect() as conn:
                 found = await incidents.get_incident(conn, incident_id)
             if found is not None:
                 title = f"{found.title}: {found.summary}" if found.summary else found.title
+                resolved = found.status is incidents.IncidentStatus.RESOLVED
         else:
             incident_id = f"manual-{uuid.uuid4().hex[:12]}"
         run = cls(flow, incident_id, title, dry_run, policy)
+        run.resolved_before_start = resolved
         await timeline.note(
             incident_id, "seen", f"{flow} started for: {title}" + (" (dry run)" if dry_run else "")
         )
         return run
+
+    async def finish_if_resolved(self) -> RemediationResult | None:
+        """A resolved alert arrived before this run started: never remediate it."""
+        if not self.resolved_before_start:
+            return None
+        why = "the incident was resolved before the flow started"
+        return await self.finish("none", why, verified=None, summary=why + "; nothing done.")
 
     async def seen(self, summary: str, **detail: object) -> None:
         await timeline.note(self.incident_id, "seen", summary, **detail)

@@ -174,6 +174,8 @@ async def llm_provider(
     """Runbook §3 LLM Provider Issues: outage or rate limit → fallback model (and request
     queuing when both struggle); quota or key → page a human; primary healthy → switch back."""
     run = await IncidentRun.start("llm-provider", incident_id, dry_run)
+    if (done := await run.finish_if_resolved()) is not None:
+        return done
     policy: Policy = run.policy
     probe_block, pages, ls, rw = await asyncio.gather(
         LlmProbe.resolve(), StatusPages.resolve(), LangSmith.resolve(), Railway.resolve()

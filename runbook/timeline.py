@@ -47,10 +47,16 @@ def render(incident_id: str, title: str, events: list[ledger.TimelineEvent]) -> 
 
 
 async def publish(incident_id: str, title: str) -> str:
-    """Write the incident's timeline as a markdown artifact; returns the markdown."""
+    """Write the incident's timeline (and the alert context the intake recorded: sources,
+    duplicates, counts) as a markdown artifact; returns the markdown."""
+    from runbook.incidents import get_incident
+
     async with await opsdb.connect() as conn:
         events = await ledger.timeline(conn, incident_id)
+        incident = await get_incident(conn, incident_id)
     markdown = render(incident_id, title, events)
+    if incident is not None:
+        markdown += "\n\n" + incident.to_markdown()
     key = "timeline-" + "".join(ch if ch.isalnum() else "-" for ch in incident_id.lower())
     await acreate_markdown_artifact(
         key=key[:100], markdown=markdown, description=f"Incident timeline: {title}"
