@@ -67,7 +67,7 @@ class Policy(RunbookBlock):
     thresholds: dict[str, Threshold] = Field(default_factory=_default_thresholds)
     rollback_error_rate_pct: float = 5.0
     recent_window_s: int = Field(
-        60, ge=30, description="'now' for cause attribution and 'is it still happening?'"
+        30, ge=10, description="'now' for cause attribution and 'is it still happening?'"
     )
     max_replicas: int = Field(5, ge=1, le=50)
     scale_down_cooldown_s: int = Field(1800, ge=0, description="before replicas go back down")

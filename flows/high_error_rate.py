@@ -14,11 +14,10 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, LangSmith, Railway, StatusPages
 from blocks.policy import Policy
-from flows.incident import IncidentRun, RemediationResult
-from flows.notifications import page
+from flows.incident import IncidentRun, RemediationResult, VerifySince
+from flows.platform_acts import rolled_back_to, set_variable, variable_is
 from runbook.domain import Status, classify
 from runbook.errors import RunbookError
-from runbook.verify import verify_or_undo
 from tasks import app_metrics, langsmith, railway, status_pages
 from tasks.postgres import get_pg_connections
 
@@ -253,106 +252,62 @@ async def high_error_rate(
     await run.decided(f"{decision.cause} → {decision.act}", decision.why)
     target = f"railway:{rw.service_id}"
     warn = policy.threshold("error_rate_pct").warn
-    loop = asyncio.get_running_loop()
+
+    def errors_fell(what: str) -> VerifySince:
+        async def verify(acted_at: float) -> tuple[bool, str]:
+            rate = await error_rate_since(db, acted_at)
+            return rate <= warn, f"error rate {rate:.2f} % since the {what}"
+
+        return verify
 
     if decision.act == "switch_model":
-        previous = signals.current_model or "unknown"
-        request = run.request(
-            "switch_model",
-            target,
-            params={"DEFAULT_MODEL": llm_model},
-            reason=decision.why,
-            evidence=evidence,
-            reversible=True,
-            undo_hint=f"DEFAULT_MODEL={previous}",
-        )
-
-        async def switch() -> dict[str, Any]:
-            return (await railway.set_variables(rw, {"DEFAULT_MODEL": llm_model})).model_dump()
-
-        async def switched(recorded: dict[str, Any]) -> bool:
-            return (await railway.get_variable(rw, "DEFAULT_MODEL")).value == llm_model
-
-        outcome = await run.act(request, act=switch, reconcile=switched)
-        if outcome.status not in {"done"}:
-            return await run.finish(
-                decision.act,
-                decision.why,
-                verified=None,
-                summary=f"switch to {llm_model}: {outcome.status}",
-            )
-        acted_at = loop.time()
-
-        async def verify() -> tuple[bool, str]:
-            rate = await error_rate_since(db, acted_at)
-            return rate <= warn, f"error rate {rate:.2f} % since the switch"
-
-        async def undo() -> dict[str, Any]:
-            if previous == "unknown":
-                return {"undone": False}
-            return (await railway.set_variables(rw, {"DEFAULT_MODEL": previous})).model_dump()
-
-        await asyncio.sleep(min(10.0, verify_window_s))
-        checked = await verify_or_undo(
-            request, verify=verify, undo=undo, page=page, window_s=verify_window_s, interval_s=5.0
-        )
-        return await run.finish(
+        previous = signals.current_model or llm_model
+        return await run.remediate(
             decision.act,
             decision.why,
-            verified=checked.verified,
-            summary=f"DEFAULT_MODEL → {llm_model}; {checked.detail}",
+            run.request(
+                "switch_model",
+                target,
+                params={"DEFAULT_MODEL": llm_model},
+                reason=decision.why,
+                evidence=evidence,
+                reversible=True,
+                undo_hint=f"DEFAULT_MODEL={previous}",
+            ),
+            act=lambda: set_variable(rw, "DEFAULT_MODEL", llm_model),
+            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", llm_model),
+            verify=errors_fell("switch"),
+            undo=lambda: set_variable(rw, "DEFAULT_MODEL", previous),
+            describe=f"DEFAULT_MODEL → {llm_model}",
+            window_s=verify_window_s,
         )
 
     if decision.act == "rollback" and signals.rollback_to:
-        good = signals.rollback_to
-        bad = evidence["live_deployment"]
-        request = run.request(
-            "rollback_deployment",
-            target,
-            params={"deployment_id": good},
-            reason=decision.why,
-            evidence=evidence,
-        )
+        good, bad = signals.rollback_to, evidence["live_deployment"]
 
         async def rollback() -> dict[str, Any]:
             return (await railway.rollback_deployment(rw, good)).model_dump()
 
-        async def rolled_back(recorded: dict[str, Any]) -> bool:
-            now = await railway.get_deployments(rw)
-            by_id = {d.id: d for d in now.items}
-            wanted, live = by_id.get(recorded["deployment_id"]), by_id.get(now.current_id or "")
-            return bool(wanted and live and live.commit == wanted.commit and live.id != bad)
-
         async def still_bad() -> bool:
-            return (await app_metrics.get_error_rate(db, 120)).rate_pct > warn
+            recent = await app_metrics.get_error_rate(db, policy.recent_window_s)
+            return recent.rate_pct > warn
 
-        outcome = await run.act(
-            request, act=rollback, reconcile=rolled_back, still_needed=still_bad
-        )
-        if outcome.status != "done":
-            if outcome.status == "rejected":
-                await run.escalate(f"rollback not approved ({outcome.detail}); errors continue")
-            return await run.finish(
-                decision.act,
-                decision.why,
-                verified=None,
-                summary=f"rollback to {good}: {outcome.status} ({outcome.detail})",
-            )
-        acted_at = loop.time()
-
-        async def verify() -> tuple[bool, str]:
-            rate = await error_rate_since(db, acted_at)
-            return rate <= warn, f"error rate {rate:.2f} % since the rollback"
-
-        await asyncio.sleep(min(10.0, verify_window_s))
-        checked = await verify_or_undo(
-            request, verify=verify, page=page, window_s=verify_window_s, interval_s=5.0
-        )
-        return await run.finish(
+        return await run.remediate(
             decision.act,
             decision.why,
-            verified=checked.verified,
-            summary=f"rolled back to {good}; {checked.detail}",
+            run.request(
+                "rollback_deployment",
+                target,
+                params={"deployment_id": good},
+                reason=decision.why,
+                evidence=evidence,
+            ),
+            act=rollback,
+            reconcile=lambda recorded: rolled_back_to(rw, recorded["deployment_id"], bad),
+            still_needed=still_bad,
+            verify=errors_fell("rollback"),
+            describe=f"rolled back to {good}",
+            window_s=verify_window_s,
         )
 
     if decision.act in {"notify", "check_database"}:

@@ -14,9 +14,8 @@ from pydantic import BaseModel, ConfigDict
 from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
 from blocks.policy import Policy
 from flows.incident import IncidentRun, RemediationResult
-from flows.notifications import page
+from flows.platform_acts import set_variable, variable_is
 from runbook.domain import Status, classify
-from runbook.verify import verify_or_undo
 from tasks import app_metrics, langsmith, railway
 from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
 from tasks.redis import get_redis_latency
@@ -176,22 +175,13 @@ async def high_latency(
     target = f"railway:{rw.service_id}"
     warn = policy.threshold("p99_latency_s").warn
 
-    async def p99_since(since: float) -> tuple[bool, str]:
-        window = max(15, int(asyncio.get_running_loop().time() - since))
+    async def p99_since(acted_at: float) -> tuple[bool, str]:
+        window = max(15, int(asyncio.get_running_loop().time() - acted_at))
         trace = await langsmith.get_trace_latency(ls, window, 5.0)
         return trace.p99_s <= warn, f"P99 {trace.p99_s:.1f} s over the last {window} s"
 
     if decision.act == "scale_replicas" and decision.replicas_to:
         n, before = decision.replicas_to, signals.replicas
-        request = run.request(
-            "scale_replicas",
-            target,
-            params={"replicas": n},
-            reason=decision.why,
-            evidence=evidence,
-            reversible=True,
-            undo_hint=f"replicas={before}",
-        )
 
         async def scale() -> dict[str, Any]:
             return (await railway.scale_replicas(rw, n)).model_dump()
@@ -200,69 +190,47 @@ async def high_latency(
             live = await railway.get_service_instance(rw)
             return live.num_replicas >= int(recorded["replicas"])
 
-        outcome = await run.act(request, act=scale, reconcile=scaled)
-        if outcome.status != "done":
-            return await run.finish(
-                decision.act, decision.why, verified=None, summary=f"scale to {n}: {outcome.status}"
-            )
-        acted_at = asyncio.get_running_loop().time()
-        await asyncio.sleep(min(15.0, verify_window_s))
-        checked = await verify_or_undo(
-            request,
-            verify=lambda: p99_since(acted_at),
-            page=page,
-            window_s=verify_window_s,
-            interval_s=5.0,
-        )
-        return await run.finish(
+        return await run.remediate(
             decision.act,
             decision.why,
-            verified=checked.verified,
-            summary=f"replicas {before} → {n}; {checked.detail}. Replicas stay up for the "
-            f"Policy cool-down ({policy.scale_down_cooldown_s} s) before any scale-down.",
+            run.request(
+                "scale_replicas",
+                target,
+                params={"replicas": n},
+                reason=decision.why,
+                evidence=evidence,
+                reversible=True,
+                undo_hint=f"replicas={before}",
+            ),
+            act=scale,
+            reconcile=scaled,
+            verify=p99_since,
+            settle_s=15.0,
+            window_s=verify_window_s,
+            describe=f"replicas {before} → {n} (they stay up for the Policy cool-down of "
+            f"{policy.scale_down_cooldown_s} s before any scale-down)",
         )
 
     if decision.act == "switch_model":
-        previous = signals.current_model or llm.primary_model
-        request = run.request(
-            "switch_model",
-            target,
-            params={"DEFAULT_MODEL": llm.fallback_model},
-            reason=decision.why,
-            evidence=evidence,
-            reversible=True,
-        )
-
-        async def switch() -> dict[str, Any]:
-            applied = await railway.set_variables(rw, {"DEFAULT_MODEL": llm.fallback_model})
-            return applied.model_dump()
-
-        async def undo() -> dict[str, Any]:
-            return (await railway.set_variables(rw, {"DEFAULT_MODEL": previous})).model_dump()
-
-        outcome = await run.act(request, act=switch)
-        if outcome.status != "done":
-            return await run.finish(
-                decision.act,
-                decision.why,
-                verified=None,
-                summary=f"model downgrade: {outcome.status}",
-            )
-        acted_at = asyncio.get_running_loop().time()
-        await asyncio.sleep(min(15.0, verify_window_s))
-        checked = await verify_or_undo(
-            request,
-            verify=lambda: p99_since(acted_at),
-            undo=undo,
-            page=page,
-            window_s=verify_window_s,
-            interval_s=5.0,
-        )
-        return await run.finish(
+        previous, fallback = signals.current_model or llm.primary_model, llm.fallback_model
+        return await run.remediate(
             decision.act,
             decision.why,
-            verified=checked.verified,
-            summary=f"DEFAULT_MODEL → {llm.fallback_model}; {checked.detail}",
+            run.request(
+                "switch_model",
+                target,
+                params={"DEFAULT_MODEL": fallback},
+                reason=decision.why,
+                evidence=evidence,
+                reversible=True,
+            ),
+            act=lambda: set_variable(rw, "DEFAULT_MODEL", fallback),
+            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", fallback),
+            verify=p99_since,
+            undo=lambda: set_variable(rw, "DEFAULT_MODEL", previous),
+            settle_s=15.0,
+            window_s=verify_window_s,
+            describe=f"DEFAULT_MODEL → {fallback}",
         )
 
     if decision.act == "report_slow_queries":

@@ -9,8 +9,10 @@ return await ctx.finish(verified=True, summary="…")   # artifact + Slack + res
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prefect.context import FlowRunContext
@@ -23,6 +25,9 @@ from runbook import incidents, opsdb, timeline
 from runbook.actions import ActionRequest
 from runbook.safety import Act, ActOutcome, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
+from runbook.verify import Undo, verify_or_undo
+
+VerifySince = Callable[[float], Awaitable[tuple[bool, str]]]
 
 
 class RemediationResult(BaseModel):
@@ -124,6 +129,49 @@ class IncidentRun:
             self.first_action_s = round(time.monotonic() - self.started, 1)
         self.outcomes.append(outcome)
         return outcome
+
+    async def remediate(
+        self,
+        decision: str,
+        why: str,
+        request: ActionRequest,
+        *,
+        act: Act,
+        describe: str,
+        reconcile: Reconcile | None = None,
+        still_needed: StillNeeded | None = None,
+        verify: VerifySince | None = None,
+        undo: Undo | None = None,
+        window_s: float = 90.0,
+        settle_s: float = 10.0,
+    ) -> RemediationResult:
+        """Act safely, then verify on what happens *after* the act (undo + escalate if it does
+        not help), then finish. `verify(acted_at)` gets the event-loop time of the act."""
+        outcome = await self.act(request, act=act, reconcile=reconcile, still_needed=still_needed)
+        if outcome.status != "done":
+            if outcome.status == "rejected":
+                await self.escalate(f"{request.action} not approved ({outcome.detail})")
+            return await self.finish(
+                decision,
+                why,
+                verified=None,
+                summary=f"{describe}: {outcome.status} ({outcome.detail or 'no change'})",
+            )
+        if verify is None:
+            return await self.finish(decision, why, verified=None, summary=f"{describe}: done")
+        acted_at = asyncio.get_running_loop().time()
+        await asyncio.sleep(min(settle_s, window_s))
+        checked = await verify_or_undo(
+            request,
+            verify=lambda: verify(acted_at),
+            undo=undo,
+            page=page,
+            window_s=window_s,
+            interval_s=5.0,
+        )
+        return await self.finish(
+            decision, why, verified=checked.verified, summary=f"{describe}; {checked.detail}"
+        )
 
     async def escalate(self, summary: str) -> None:
         await page(summary, {"incident": self.incident_id, "flow": self.flow})

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from blocks import LangSmith, LlmProbe, Railway, StatusPages
 from blocks.policy import Policy
 from flows.incident import IncidentRun, RemediationResult
+from flows.platform_acts import set_variable, variable_is
 from runbook.errors import NotAuthorized, RunbookError
 from tasks import langsmith, llm, railway, status_pages
 
@@ -186,12 +187,6 @@ async def llm_provider(
     await run.decided(f"{decision.verdict} → {decision.act}", decision.why)
     target = f"railway:{rw.service_id}"
 
-    async def set_var(name: str, value: str) -> dict[str, Any]:
-        return (await railway.set_variables(rw, {name: value})).model_dump()
-
-    async def var_is(name: str, value: str) -> bool:
-        return (await railway.get_variable(rw, name)).value == value
-
     if decision.act in ("fallback", "fallback_and_queue"):
         fallback = probe_block.fallback_model
         outcome = await run.act(
@@ -203,8 +198,8 @@ async def llm_provider(
                 evidence=evidence,
                 reversible=True,
             ),
-            act=lambda: set_var("DEFAULT_MODEL", fallback),
-            reconcile=lambda _: var_is("DEFAULT_MODEL", fallback),
+            act=lambda: set_variable(rw, "DEFAULT_MODEL", fallback),
+            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", fallback),
         )
         if decision.act == "fallback_and_queue":
             await run.act(
@@ -214,8 +209,8 @@ async def llm_provider(
                     params={"REQUEST_QUEUE_ENABLED": "true"},
                     reason=decision.why,
                 ),
-                act=lambda: set_var("REQUEST_QUEUE_ENABLED", "true"),
-                reconcile=lambda _: var_is("REQUEST_QUEUE_ENABLED", "true"),
+                act=lambda: set_variable(rw, "REQUEST_QUEUE_ENABLED", "true"),
+                reconcile=lambda _: variable_is(rw, "REQUEST_QUEUE_ENABLED", "true"),
             )
         verified = None
         if outcome.status == "done":
@@ -248,8 +243,8 @@ async def llm_provider(
                 reason=f"{decision.why} for {wait:g} s",
                 evidence=evidence,
             ),
-            act=lambda: set_var("DEFAULT_MODEL", primary),
-            reconcile=lambda _: var_is("DEFAULT_MODEL", primary),
+            act=lambda: set_variable(rw, "DEFAULT_MODEL", primary),
+            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", primary),
         )
         return await run.finish(
             decision.act,

@@ -11,14 +11,26 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from runbook.demo import SCENARIOS, Row, Scenario, _code, _waiting_gate, run_scenario
+from runbook.demo import (
+    SCENARIOS,
+    Row,
+    Scenario,
+    _code,
+    _events,
+    _waiting_gate,
+    alertmanager_payload,
+    run_scenario,
+)
 from runbook.demo_stack import Stack
 from runbook.settings import get_settings
 
@@ -113,21 +125,32 @@ async def test_slow_queries_are_database_bound_and_reported_not_scaled(stack: St
 
 async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) -> None:
     s = BY_NAME["bad-deploy"]
+    sb = stack.sandbox
     before = journal_ops(stack, "deploymentRollback")
-    running = asyncio.create_task(scenario(stack, s, auto_approve=False))
-    gate = None
+    sb.reset()
+    sb.inject(s.fault)
+    await asyncio.sleep(20)
+    started = datetime.now(UTC)
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{stack.intake_url}/alerts/alertmanager",
+            json=alertmanager_payload(s, "firing", started, uuid.uuid4().hex[:16]),
+            headers={"Authorization": f"Bearer {stack.alert_token}"},
+        )
+    assert answer.status_code == 202
+    incident = answer.json()["incident"]
+    gate, seen = None, []
     for _ in range(240):
         await asyncio.sleep(0.5)
-        incidents = [m for m in stack.sandbox.sink("slack") if "Approval needed" in str(m)]
-        if incidents:
-            ids = await _gate_from_messages(incidents)
-            gate = ids
-            if gate:
-                break
-    assert gate, "the rollback never asked for approval"
+        seen = [f"{e['kind']}: {e['summary']}" for e in await _events(incident, 0)]
+        assert not any(x.startswith("finished") for x in seen), f"finished without asking: {seen}"
+        gate = await _waiting_gate(incident)
+        if gate:
+            break
+    assert gate, f"the rollback never asked for approval: {seen}"
     await asyncio.sleep(3)
     assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
-    code = _code(stack.sandbox, "oncall", gate)
+    code = _code(sb, "oncall", gate)
     assert code
     approve = subprocess.run(
         [
@@ -149,10 +172,15 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
         timeout=60,
     )
     assert approve.returncode == 0, approve.stderr
-    row = await running
-    assert row.ok, row.problem
-    assert row.approver == "oncall"
+    for _ in range(240):
+        events = await _events(incident, 0)
+        if any(e["kind"] == "finished" for e in events):
+            break
+        await asyncio.sleep(0.5)
+    finished = [e["summary"] for e in events if e["kind"] == "finished"]
+    assert finished and finished[-1].startswith("rollback (verified)"), finished
     assert journal_ops(stack, "deploymentRollback") == before + 1
+    assert "approved by oncall" in " ".join(e["summary"] for e in events)
     again = subprocess.run(
         [
             sys.executable,
@@ -175,18 +203,6 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert again.returncode == 1 and "not waiting for approval" in again.stderr
     assert "Traceback" not in again.stderr
     assert journal_ops(stack, "deploymentRollback") == before + 1
-
-
-async def _gate_from_messages(messages: list[dict[str, Any]]) -> str | None:
-    import re
-
-    for m in reversed(messages):
-        found = re.search(r"/v2/runs/flow-run/([0-9a-f-]{36})", str(m))
-        if found:
-            incident = re.search(r"incident ([0-9a-f-]{36})", str(m))
-            if incident and await _waiting_gate(incident.group(1)):
-                return found.group(1)
-    return None
 
 
 @pytest.mark.parametrize(
