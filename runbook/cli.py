@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
@@ -134,6 +135,8 @@ def run(
         if isinstance(value, HealthReport):
             console.print(render_report(value))
             raise typer.Exit(exit_code_for(value))
+        if isinstance(value, BaseModel):
+            sys.stdout.write(value.model_dump_json(indent=2) + "\n")
         raise typer.Exit(EXIT_OK)
     raise fail(f"{flow_name} ended {state.type.value}: {state.message}", EXIT_UNAVAILABLE)
 

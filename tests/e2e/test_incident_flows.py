@@ -150,6 +150,15 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert gate, f"the rollback never asked for approval: {seen}"
     await asyncio.sleep(3)
     assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
+    listing = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "approvals"],
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listing.returncode == 0, listing.stderr
+    assert gate in listing.stdout and "rollback_deployment" in listing.stdout
     code = _code(sb, "oncall", gate)
     assert code
     approve = subprocess.run(
@@ -230,6 +239,8 @@ def test_dry_run_of_each_flow_changes_nothing(stack: Stack, fault: str, flow: st
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout
+    assert '"dry_run": true' in result.stdout
+    assert '"action_status": "planned"' in result.stdout, "the dry run planned an act"
     assert len(stack.sandbox.journal()) == journal_before, "dry run changed the platform"
 
 
