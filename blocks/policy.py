@@ -92,7 +92,11 @@ class Policy(RunbookBlock):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
+        extra = {}
+        if settings.scale_down_cooldown_s is not None:
+            extra["scale_down_cooldown_s"] = settings.scale_down_cooldown_s
         return cls(
+            **extra,
             approvers=[a.strip() for a in settings.approvers.split(",") if a.strip()],
             approval_timeout_s=settings.approval_timeout_s,
             require_code=settings.require_code,

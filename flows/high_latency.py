@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prefect import flow
@@ -15,6 +16,7 @@ from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
 from blocks.policy import Policy
 from flows.incident import IncidentRun, RemediationResult
 from flows.platform_acts import set_variable, variable_is
+from runbook import ledger, opsdb
 from runbook.domain import Status, classify
 from tasks import app_metrics, langsmith, railway
 from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
@@ -28,6 +30,7 @@ class LatencySignals(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     p99_s: float
+    p99_recent_s: float | None = None  # over the Policy's recent window: still slow now?
     slow_traces: int
     traces: int
     replicas: int
@@ -60,6 +63,13 @@ def decide(s: LatencySignals, policy: Policy) -> Decision:
             severity=severity,
             act="none",
             why=f"{seen}: under the {p99.warn:g} s warn threshold",
+        )
+    if s.p99_recent_s is not None and s.p99_recent_s <= p99.warn:
+        return Decision(
+            bound="none",
+            severity=severity,
+            act="none",
+            why=f"{seen}, but {s.p99_recent_s:.1f} s now: no longer slow, nothing to fix",
         )
     slow_ms = policy.threshold("slow_query_mean_ms")
     stuck = policy.threshold("idle_in_transaction")
@@ -112,7 +122,7 @@ async def observe(
     db: AppDatabase, cache: AppRedis, ls: LangSmith, rw: Railway, policy: Policy
 ) -> tuple[LatencySignals, dict[str, Any]]:
     """§2's diagnosis, concurrently."""
-    (trace, states, slow, longq), (redis, instance, model) = await asyncio.gather(
+    (trace, states, slow, longq), (redis, instance, model, recent) = await asyncio.gather(
         asyncio.gather(
             langsmith.get_trace_latency(ls, 900, 5.0),
             get_pg_connections_by_state(db, policy),
@@ -123,11 +133,13 @@ async def observe(
             get_redis_latency(cache, policy),
             railway.get_service_instance(rw),
             railway.get_variable(rw, "DEFAULT_MODEL"),
+            langsmith.get_trace_latency(ls, policy.recent_window_s, 5.0),
         ),
     )
     top = slow.details.get("top") or []
     signals = LatencySignals(
         p99_s=trace.p99_s,
+        p99_recent_s=recent.p99_s if recent.runs else None,
         slow_traces=trace.slow,
         traces=trace.runs,
         replicas=instance.num_replicas,
@@ -183,27 +195,20 @@ async def high_latency(
     if decision.act == "scale_replicas" and decision.replicas_to:
         n, before = decision.replicas_to, signals.replicas
 
-        async def scale() -> dict[str, Any]:
-            return (await railway.scale_replicas(rw, n)).model_dump()
-
-        async def scaled(recorded: dict[str, Any]) -> bool:
-            live = await railway.get_service_instance(rw)
-            return live.num_replicas >= int(recorded["replicas"])
-
         return await run.remediate(
             decision.act,
             decision.why,
             run.request(
                 "scale_replicas",
                 target,
-                params={"replicas": n},
+                params={"replicas": n, "from": before},
                 reason=decision.why,
                 evidence=evidence,
                 reversible=True,
                 undo_hint=f"replicas={before}",
             ),
-            act=scale,
-            reconcile=scaled,
+            act=lambda: _scale(rw, n),
+            reconcile=lambda recorded: _replicas_are(rw, int(recorded["replicas"])),
             verify=p99_since,
             settle_s=15.0,
             window_s=verify_window_s,
@@ -265,4 +270,75 @@ async def high_latency(
     if decision.act == "notify":
         await run.note("notified", decision.why)
         return await run.finish(decision.act, decision.why, verified=None, summary=decision.why)
-    return await run.finish(decision.act, decision.why, verified=True, summary=decision.why)
+    async with await opsdb.connect() as conn:
+        last = await ledger.last_done(conn, "scale_replicas", target)
+    last_up = None
+    if last is not None and "from" in last.params:
+        age = (datetime.now(UTC) - last.updated_at).total_seconds()
+        last_up = ScaleUp(
+            from_replicas=int(last.params["from"]),
+            to_replicas=int(last.params["replicas"]),
+            age_s=age,
+        )
+    calm_window = max(policy.recent_window_s, min(policy.scale_down_cooldown_s, 300))
+    calm = await langsmith.get_trace_latency(ls, calm_window, 5.0)
+    down_to = decide_scale_down(signals.replicas, calm.p99_s, last_up, policy)
+    if down_to is None:
+        return await run.finish(decision.act, decision.why, verified=True, summary=decision.why)
+    now_n = signals.replicas
+    why = (
+        f"P99 {calm.p99_s:.1f} s over {calm_window} s with {now_n} replicas, scaled up "
+        f"{last_up.age_s / 60 if last_up else 0:.0f} min ago: back to {down_to}"
+    )
+    await run.decided("scale back down", why)
+    return await run.remediate(
+        "scale_down",
+        why,
+        run.request(
+            "scale_replicas",
+            target,
+            params={"replicas": down_to, "from": now_n},
+            reason=why,
+            evidence=evidence,
+            reversible=True,
+        ),
+        act=lambda: _scale(rw, down_to),
+        reconcile=lambda recorded: _replicas_are(rw, int(recorded["replicas"])),
+        verify=p99_since,
+        undo=lambda: _scale(rw, now_n),
+        settle_s=15.0,
+        window_s=verify_window_s,
+        describe=f"replicas {now_n} → {down_to}",
+    )
+
+
+class ScaleUp(BaseModel):
+    """The last scale-up this project made on the target."""
+
+    model_config = ConfigDict(frozen=True)
+
+    from_replicas: int
+    to_replicas: int
+    age_s: float
+
+
+def decide_scale_down(
+    replicas: int, p99_s: float, last_up: ScaleUp | None, policy: Policy
+) -> int | None:
+    """Scale back to where we started only after the Policy cool-down, and only while P99 is
+    comfortably (under 60 % of warn) fine; never below what we found."""
+    if last_up is None or replicas <= last_up.from_replicas:
+        return None
+    if last_up.age_s < policy.scale_down_cooldown_s:
+        return None
+    if p99_s > 0.6 * policy.threshold("p99_latency_s").warn:
+        return None
+    return last_up.from_replicas
+
+
+async def _scale(rw: Railway, n: int) -> dict[str, Any]:
+    return (await railway.scale_replicas(rw, n)).model_dump()
+
+
+async def _replicas_are(rw: Railway, n: int) -> bool:
+    return (await railway.get_service_instance(rw)).num_replicas == n

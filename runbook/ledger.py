@@ -134,6 +134,18 @@ async def destructive_done_last_hour(conn: Conn, target: str) -> int:
     return int(row[0]) if row else 0
 
 
+async def last_done(conn: Conn, action: str, target: str) -> LedgerEntry | None:
+    """The most recent real (not dry-run) `action` on `target` that is done."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM runbook.actions WHERE action = %s AND target = %s AND status = 'done'"
+            " AND NOT dry_run ORDER BY updated_at DESC LIMIT 1",
+            (action, target),
+        )
+        row = await cur.fetchone()
+    return LedgerEntry.model_validate(row) if row else None
+
+
 async def event(
     conn: Conn,
     incident_id: str,

@@ -2,7 +2,8 @@
 
 The same deployments `prefect.yaml` declares for work pools; this is the no-infrastructure way
 (demo, a single VM). Schedules (UTC): health-check every 5 min (the key-metrics watch) and
-llm-provider every 5 min (so the platform never stays on the fallback model).
+llm-provider every 5 min (so the platform never stays on the fallback model), high-latency every
+10 min (replicas it added go back down after the Policy cool-down).
 Stopping `serve` pauses its deployments (Prefect's behaviour): restart it to resume.
 """
 
@@ -18,6 +19,7 @@ from runbook.settings import get_settings
 SCHEDULES: dict[str, str] = {
     "health-check": "*/5 * * * *",
     "llm-provider": "*/5 * * * *",
+    "high-latency": "*/10 * * * *",
 }
 
 

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     approval_timeout_s: int = 900
     require_code: bool = True
     auto_approve: bool = False
+    scale_down_cooldown_s: int | None = None
 
     # our own state
     ops_database_url: SecretStr | None = None

@@ -127,6 +127,7 @@ def latency(**kw: Any) -> hl.LatencySignals:
     ("signals", "bound", "act", "replicas_to"),
     [
         (latency(p99_s=3.0), "none", "none", None),
+        (latency(p99_recent_s=2.0), "none", "none", None),  # the 15-min P99 lags: calm now
         (latency(long_queries=2), "database-bound", "report_slow_queries", None),
         (latency(slowest_statement_ms=9000.0), "database-bound", "report_slow_queries", None),
         (latency(idle_in_transaction=30), "database-bound", "report_slow_queries", None),
@@ -201,3 +202,19 @@ def test_llm_provider_decide_table(signals: lp.LlmSignals, verdict: str, act: st
     assert (decision.verdict, decision.act) == (verdict, act), decision.why
     if verdict == "bad-key":
         assert "key-rotation" in decision.why
+
+
+@pytest.mark.parametrize(
+    ("replicas", "p99", "last_up", "expected"),
+    [
+        (5, 2.0, None, None),  # we never scaled: leave what we found
+        (5, 2.0, hl.ScaleUp(from_replicas=2, to_replicas=5, age_s=60), None),  # cool-down
+        (5, 2.0, hl.ScaleUp(from_replicas=2, to_replicas=5, age_s=3600), 2),
+        (5, 4.0, hl.ScaleUp(from_replicas=2, to_replicas=5, age_s=3600), None),  # not calm
+        (2, 2.0, hl.ScaleUp(from_replicas=2, to_replicas=5, age_s=3600), None),  # done already
+    ],
+)
+def test_scale_down_only_after_the_cool_down_and_when_calm(
+    replicas: int, p99: float, last_up: hl.ScaleUp | None, expected: int | None
+) -> None:
+    assert hl.decide_scale_down(replicas, p99, last_up, POLICY) == expected
