@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, LangSmith, Railway, StatusPages
 from blocks.policy import Policy
+from flows.database_connections import database_connections
 from flows.incident import IncidentRun, RemediationResult, VerifySince
 from flows.platform_acts import rolled_back_to, set_variable, variable_is
 from runbook.domain import Status, classify
@@ -221,8 +222,13 @@ async def observe(
     return signals, evidence
 
 
-async def error_rate_since(db: AppDatabase, since: float, floor_s: int = 10) -> float:
-    window = max(floor_s, int(asyncio.get_running_loop().time() - since))
+async def error_rate_since(
+    db: AppDatabase, since: float, recent_s: int, floor_s: int = 10
+) -> float:
+    """The error rate over traffic after the act, at most the last `recent_s` seconds: the
+    symptom must be gone *now* (a transition's first errors do not count forever)."""
+    elapsed = int(asyncio.get_running_loop().time() - since)
+    window = max(floor_s, min(elapsed, recent_s))
     return (await app_metrics.get_error_rate(db, window)).rate_pct
 
 
@@ -255,7 +261,7 @@ async def high_error_rate(
 
     def errors_fell(what: str) -> VerifySince:
         async def verify(acted_at: float) -> tuple[bool, str]:
-            rate = await error_rate_since(db, acted_at)
+            rate = await error_rate_since(db, acted_at, policy.recent_window_s)
             return rate <= warn, f"error rate {rate:.2f} % since the {what}"
 
         return verify
@@ -310,14 +316,22 @@ async def high_error_rate(
             window_s=verify_window_s,
         )
 
-    if decision.act in {"notify", "check_database"}:
-        await run.note("notified", decision.why)
-        advice = (
-            "No platform change: the integration is down on the provider's side."
-            if decision.act == "notify"
-            else "Check the connection pool (runbook §4: database-connections)."
+    if decision.act == "check_database":
+        sub = await database_connections(run.incident_id, dry_run=dry_run)
+        return await run.finish(
+            f"{decision.act} → {sub.decision}",
+            decision.why,
+            verified=sub.verified,
+            summary=f"§4 database-connections: {sub.summary}",
         )
-        return await run.finish(decision.act, decision.why, verified=None, summary=advice)
+    if decision.act == "notify":
+        await run.note("notified", decision.why)
+        return await run.finish(
+            decision.act,
+            decision.why,
+            verified=None,
+            summary="No platform change: the integration is down on the provider's side.",
+        )
     if decision.act == "escalate":
         await run.escalate(f"High error rate needs a human: {decision.why}")
     return await run.finish(

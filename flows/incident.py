@@ -65,6 +65,8 @@ class IncidentRun:
         self.resolved_before_start = False
         ctx = FlowRunContext.get()
         self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
+        # run as another flow's subflow: the parent reports to Slack and closes the timeline
+        self.nested = bool(ctx and ctx.flow_run and ctx.flow_run.parent_task_run_id)
 
     @classmethod
     async def start(cls, flow: str, incident_id: str | None, dry_run: bool) -> IncidentRun:
@@ -184,13 +186,15 @@ class IncidentRun:
         last = self.outcomes[-1] if self.outcomes else None
         link = ui_link(self.flow_run_id) if self.flow_run_id else ""
         state = {True: "verified", False: "NOT verified", None: "nothing to verify"}[verified]
-        await timeline.note(self.incident_id, "finished", f"{decision} ({state}): {summary}")
+        kind = f"{self.flow} finished" if self.nested else "finished"
+        await timeline.note(self.incident_id, kind, f"{decision} ({state}): {summary}")
         await timeline.publish(self.incident_id, f"{self.flow}: {self.title}")
         prefix = "[dry run] " if self.dry_run else ""
-        await notify(
-            f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. {summary} "
-            f"Timeline: {link}"
-        )
+        if not self.nested:
+            await notify(
+                f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. {summary} "
+                f"Timeline: {link}"
+            )
         return RemediationResult(
             flow=self.flow,
             incident_id=self.incident_id,

@@ -11,6 +11,7 @@ FLOWS: dict[str, str] = {
     "high-error-rate": "flows.high_error_rate:high_error_rate",
     "high-latency": "flows.high_latency:high_latency",
     "llm-provider": "flows.llm_provider:llm_provider",
+    "database-connections": "flows.database_connections:database_connections",
 }
 
 

@@ -16,12 +16,30 @@ from tasks.observe import observe, result
 _HEALTHY_WORDS = {"ok", "healthy", "pass", "up", "ready"}
 
 
+def _failing_checks(response: httpx.Response) -> list[str]:
+    """Names of the failing checks in a `{"checks": {...}}` health body, if there is one."""
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    checks = body.get("checks") if isinstance(body, dict) else None
+    if not isinstance(checks, dict):
+        return []
+    return sorted(
+        k
+        for k, v in checks.items()
+        if str(v.get("status") if isinstance(v, dict) else v).lower() not in _HEALTHY_WORDS
+    )
+
+
 def classify_health_response(name: str, response: httpx.Response) -> CheckResult:
     """Judge one health answer: 5xx/4xx critical, unreadable body warn, unhealthy body critical."""
     component = "api"
     code = response.status_code
     if code >= 400:
-        return result(name, component, Status.CRITICAL, f"HTTP {code}", http_status=code)
+        failing = _failing_checks(response)
+        summary = f"HTTP {code}" + (f", unhealthy: {', '.join(failing)}" if failing else "")
+        return result(name, component, Status.CRITICAL, summary, http_status=code, failing=failing)
     body: Any
     try:
         body = response.json()

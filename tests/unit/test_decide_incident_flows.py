@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from blocks.policy import Policy
+from flows import database_connections as dc
 from flows import high_error_rate as her
 from flows import high_latency as hl
 from flows import llm_provider as lp
@@ -218,3 +219,33 @@ def test_scale_down_only_after_the_cool_down_and_when_calm(
     replicas: int, p99: float, last_up: hl.ScaleUp | None, expected: int | None
 ) -> None:
     assert hl.decide_scale_down(replicas, p99, last_up, POLICY) == expected
+
+
+def dbs(**kw: Any) -> dc.DbSignals:
+    base: dict[str, Any] = {
+        "ready_ok": False,
+        "db_errors_now": 30,
+        "pool_size": 10,
+        "rds_status": "available",
+        "multi_az": True,
+    }
+    return dc.DbSignals(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("signals", "problem", "act"),
+    [
+        (dbs(ready_ok=True, db_errors_now=0), "none", "none"),
+        (dbs(rds_status="storage-full"), "rds-unavailable", "escalate"),
+        (dbs(refused=True), "unreachable", "failover_db"),
+        (dbs(refused=True, multi_az=False), "unreachable", "escalate"),
+        (dbs(pool_exhausted=True), "pool-exhausted", "raise_pool"),
+        (dbs(pool_exhausted=True, pool_size=30), "pool-exhausted", "restart_api"),
+        (dbs(), "unclear", "escalate"),
+    ],
+)
+def test_database_connections_decide_table(signals: dc.DbSignals, problem: str, act: str) -> None:
+    decision = dc.decide(signals, POLICY)
+    assert (decision.problem, decision.act) == (problem, act), decision.why
+    if act == "raise_pool":
+        assert decision.pool_to == POLICY.max_pool_size == 30  # the runbook's number
