@@ -14,8 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from sandbox.handle import SandboxHandle
-from tests.integration.safety_flow import safety_rollback
-from tests.integration.test_safety_core import code_from_slack, rollbacks, waiting_gate
+from tests.integration.test_safety_core import code_from_slack, rollbacks, start_gated
 
 pytestmark = [
     pytest.mark.e2e,
@@ -89,19 +88,11 @@ async def gate_logs(run_id: str, expect: str) -> str:
     return text
 
 
-async def start(sb: SandboxHandle, pg_url: str, suffix: str) -> tuple[asyncio.Task[Any], str]:
-    sb.inject("bad-deploy")
-    incident = f"inc-ui-{uuid.uuid4().hex[:8]}"
-    running = asyncio.create_task(safety_rollback(incident, target_suffix=suffix))
-    return running, await waiting_gate(pg_url, incident)
-
-
 async def test_ui_approve_with_code_acts_once(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str, browser: Any
 ) -> None:
     sb = platform_env
-    before = rollbacks(sb)
-    running, gate = await start(sb, pg_url, "-ui-approve")
+    running, gate, before = await start_gated(sb, pg_url, "-ui-approve")
     code = code_from_slack(sb, "alice", gate)
     await resume_in_ui(
         browser,
@@ -122,8 +113,7 @@ async def test_ui_reject_takes_no_action(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str, browser: Any
 ) -> None:
     sb = platform_env
-    before = rollbacks(sb)
-    running, gate = await start(sb, pg_url, "-ui-reject")
+    running, gate, before = await start_gated(sb, pg_url, "-ui-reject")
     await resume_in_ui(
         browser,
         prefect_server,
@@ -143,8 +133,7 @@ async def test_ui_wrong_code_takes_no_action_and_the_run_says_why(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str, browser: Any
 ) -> None:
     sb = platform_env
-    before = rollbacks(sb)
-    running, gate = await start(sb, pg_url, "-ui-wrong")
+    running, gate, before = await start_gated(sb, pg_url, "-ui-wrong")
     await resume_in_ui(
         browser,
         prefect_server,

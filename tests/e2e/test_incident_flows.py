@@ -55,6 +55,17 @@ def stack() -> Iterator[Stack]:
         get_settings.cache_clear()
 
 
+def runbook_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The `runbook` command, as an operator runs it (same environment as the stack)."""
+    return subprocess.run(
+        [sys.executable, "-m", "runbook.cli", *args],
+        env={**os.environ, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def journal_ops(st: Stack, operation: str) -> int:
     return sum(1 for e in st.sandbox.journal() if e["operation"] == operation)
 
@@ -150,35 +161,13 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert gate, f"the rollback never asked for approval: {seen}"
     await asyncio.sleep(3)
     assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
-    listing = subprocess.run(
-        [sys.executable, "-m", "runbook.cli", "approvals"],
-        env={**os.environ, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    listing = runbook_cli("approvals")
     assert listing.returncode == 0, listing.stderr
     assert gate in listing.stdout and "rollback_deployment" in listing.stdout
     code = _code(sb, "oncall", gate)
     assert code
-    approve = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "approve",
-            gate,
-            "--approver",
-            "oncall",
-            "--code",
-            code,
-            "--reason",
-            "e2e: bad deploy",
-        ],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    approve = runbook_cli(
+        "approve", gate, "--approver", "oncall", "--code", code, "--reason", "e2e: bad deploy"
     )
     assert approve.returncode == 0, approve.stderr
     for _ in range(240):
@@ -190,24 +179,8 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert finished and finished[-1].startswith("rollback (verified)"), finished
     assert journal_ops(stack, "deploymentRollback") == before + 1
     assert "approved by oncall" in " ".join(e["summary"] for e in events)
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runbook.cli",
-            "approve",
-            gate,
-            "--approver",
-            "oncall",
-            "--code",
-            code,
-            "--reason",
-            "double click",
-        ],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    again = runbook_cli(
+        "approve", gate, "--approver", "oncall", "--code", code, "--reason", "double click"
     )
     assert again.returncode == 1 and "not waiting for approval" in again.stderr
     assert "Traceback" not in again.stderr
@@ -230,13 +203,7 @@ def test_dry_run_of_each_flow_changes_nothing(stack: Stack, fault: str, flow: st
 
     time.sleep(10)
     journal_before = len(stack.sandbox.journal())
-    result = subprocess.run(
-        [sys.executable, "-m", "runbook.cli", "run", flow, "--dry-run"],
-        env={**os.environ},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    result = runbook_cli("run", flow, "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "completed" in result.stdout
     assert '"dry_run": true' in result.stdout

@@ -64,6 +64,17 @@ def code_from_slack(sb: SandboxHandle, approver: str, run_id: str) -> str:
     raise AssertionError(f"no code for {approver} in Slack")
 
 
+async def start_gated(
+    sb: SandboxHandle, pg_url: str, suffix: str, **flow_args: Any
+) -> tuple[asyncio.Task[dict[str, Any]], str, int]:
+    """A bad deploy, and a rollback flow paused at its approval gate: (run, gate id, rollbacks)."""
+    sb.inject("bad-deploy")
+    before = rollbacks(sb)
+    inc = incident()
+    running = asyncio.create_task(safety_rollback(inc, target_suffix=suffix, **flow_args))
+    return running, await waiting_gate(pg_url, inc), before
+
+
 async def resume(run_id: str, **run_input: Any) -> None:
     async with get_client() as client:
         result = await client.resume_flow_run(uuid.UUID(run_id), run_input=run_input)
@@ -74,11 +85,7 @@ async def test_approve_with_code_acts_once_and_second_resume_changes_nothing(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(safety_rollback(inc, target_suffix="-approve"))
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-approve")
     slack_text = " ".join(str(m) for m in sb.sink("slack"))
     assert f"/v2/runs/flow-run/{gate}" in slack_text, "Slack has the UI link"
     code = code_from_slack(sb, "alice", gate)
@@ -101,11 +108,7 @@ async def test_reject_takes_no_action_and_records_reason(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(safety_rollback(inc, target_suffix="-reject"))
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-reject")
     await resume(gate, approve=False, approver="bob", code="", reason="investigating first")
     result = await running
     assert result["status"] == "rejected"
@@ -117,11 +120,7 @@ async def test_wrong_code_takes_no_action_and_says_why(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(safety_rollback(inc, target_suffix="-wrongcode"))
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-wrongcode")
     await resume(gate, approve=True, approver="alice", code="00000000", reason="go")
     result = await running
     assert result["status"] == "rejected"
@@ -135,11 +134,7 @@ async def test_approver_not_on_the_list_takes_no_action(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(safety_rollback(inc, target_suffix="-mallory"))
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-mallory")
     code = code_from_slack(sb, "alice", gate)
     await resume(gate, approve=True, approver="mallory", code=code, reason="trust me")
     result = await running
@@ -172,13 +167,7 @@ async def test_symptom_gone_after_approval_means_no_action(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(
-        safety_rollback(inc, target_suffix="-gone", symptom_gone_after_approval=True)
-    )
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-gone", symptom_gone_after_approval=True)
     code = code_from_slack(sb, "bob", gate)
     await resume(gate, approve=True, approver="bob", code=code, reason="ok")
     result = await running
@@ -191,16 +180,18 @@ async def test_two_person_action_needs_two_different_approvers(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
     sb = platform_env
-    sb.inject("bad-deploy")
-    before = rollbacks(sb)
-    inc = incident()
-    running = asyncio.create_task(safety_rollback(inc, target_suffix="-two", two_person=True))
-    gate = await waiting_gate(pg_url, inc)
+    running, gate, before = await start_gated(sb, pg_url, "-two", two_person=True)
     code = code_from_slack(sb, "alice", gate)
     await resume(gate, approve=True, approver="alice", code=code, reason="first")
     await asyncio.sleep(1.5)
     assert rollbacks(sb) == before, "one approval is not enough"
-    gate2 = await waiting_gate(pg_url, inc)
+    async with await opsdb.connect(pg_url) as conn:
+        cur = await conn.execute(
+            "SELECT incident_id FROM runbook.approvals WHERE flow_run_id = %s", (gate,)
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    gate2 = await waiting_gate(pg_url, row[0])  # paused again, for the second person
     assert gate2 == gate
     code_b = code_from_slack(sb, "bob", gate)
     await resume(gate, approve=True, approver="bob", code=code_b, reason="second")
