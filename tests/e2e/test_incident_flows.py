@@ -179,6 +179,7 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert finished and finished[-1].startswith("rollback (verified)"), finished
     assert journal_ops(stack, "deploymentRollback") == before + 1
     assert "approved by oncall" in " ".join(e["summary"] for e in events)
+    assert "rolled back" in slack_summary(stack, incident)
     again = runbook_cli(
         "approve", gate, "--approver", "oncall", "--code", code, "--reason", "double click"
     )
