@@ -92,25 +92,30 @@ async def observe(
         except RunbookError:
             return None
 
-    ready, causes, samples, pool, instance, conns = await asyncio.gather(
-        support_api.get_api_readiness(api),
-        maybe(app_metrics.get_error_causes(db, policy.recent_window_s)),
-        maybe(app_metrics.get_error_distribution(db, policy.recent_window_s)),
-        maybe(railway.get_variable(rw, "DATABASE_POOL_SIZE")),
-        maybe(rds.get_db_instance(aws)),
-        get_pg_connections(db, policy),
+    recent = policy.recent_window_s
+    (ready, causes, exhausted, refused), (pool, instance, conns) = await asyncio.gather(
+        asyncio.gather(
+            support_api.get_api_readiness(api),
+            maybe(app_metrics.get_error_causes(db, recent)),
+            maybe(app_metrics.count_errors_matching(db, "pool exhausted", recent)),
+            maybe(app_metrics.count_errors_matching(db, "connection refused", recent)),
+        ),
+        asyncio.gather(
+            maybe(railway.get_variable(rw, "DATABASE_POOL_SIZE")),
+            maybe(rds.get_db_instance(aws)),
+            get_pg_connections(db, policy),
+        ),
     )
-    texts = " ".join(samples.samples.values()).lower() if samples else ""
     signals = DbSignals(
         ready_ok=ready.status is Status.OK,
         ready_summary=ready.summary,
         db_errors_now=causes.by_cause.get("database", 0) if causes else 0,
         # our own connection is refused too, or the API says its database check fails while
         # we cannot read the app database: the database path is down
-        refused="refused" in texts
+        refused=bool(refused)
         or (conns.status is Status.UNAVAILABLE and "refused" in conns.summary.lower())
         or ("database" in ready.summary and causes is None),
-        pool_exhausted="pool exhausted" in texts,
+        pool_exhausted=bool(exhausted),
         pool_size=int(pool.value) if pool and pool.value and pool.value.isdigit() else None,
         rds_status=instance.status if instance else None,
         multi_az=bool(instance and instance.multi_az),

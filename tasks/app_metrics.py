@@ -171,3 +171,15 @@ async def get_error_causes(db: AppDatabase, window_s: int = 120) -> ErrorCauses:
     """Every error of the window counted by cause (not one sample per intent)."""
     rows = await _fetch(db, _CAUSE_SQL, {"window": timedelta(seconds=window_s)})
     return ErrorCauses(window_s=window_s, by_cause={str(c): int(n) for c, n in rows})
+
+
+@task(name="count-app-errors-matching", retries=0)
+async def count_errors_matching(db: AppDatabase, pattern: str, window_s: int = 30) -> int:
+    """How many errors of the window match `pattern` (a case-insensitive regex)."""
+    rows = await _fetch(
+        db,
+        "SELECT count(*) FROM messages WHERE created_at > now() - %(window)s"
+        " AND role = 'assistant' AND metadata->>'error' ~* %(pattern)s",
+        {"window": timedelta(seconds=window_s), "pattern": pattern},
+    )
+    return int(rows[0][0])
