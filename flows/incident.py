@@ -151,7 +151,7 @@ class IncidentRun:
         not help), then finish. `verify(acted_at)` gets the event-loop time of the act."""
         outcome = await self.act(request, act=act, reconcile=reconcile, still_needed=still_needed)
         if outcome.status != "done":
-            if outcome.status == "rejected":
+            if outcome.status == "rejected" and not outcome.paged:
                 await self.escalate(f"{request.action} not approved ({outcome.detail})")
             return await self.finish(
                 decision,

@@ -70,8 +70,11 @@ def code_matches(
     """Constant-time check of a submitted code, and that it has not expired."""
     if now > expires_at:
         return False
+    submitted = code.strip().replace(" ", "")
+    if not (submitted.isascii() and submitted.isdigit()):
+        return False
     expected = one_time_code(secret, run_id, action, approver, expires_at)
-    return hmac.compare_digest(expected, code.strip().replace(" ", ""))
+    return hmac.compare_digest(expected, submitted)
 
 
 def check_answer(

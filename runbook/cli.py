@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from runbook import redact
 from runbook.domain import HealthReport, Status
 
 EXIT_OK, EXIT_UNAVAILABLE, EXIT_CRITICAL, EXIT_USAGE = 0, 1, 2, 64
@@ -137,6 +138,14 @@ def run(
             raise typer.Exit(exit_code_for(value))
         if isinstance(value, BaseModel):
             sys.stdout.write(value.model_dump_json(indent=2) + "\n")
+            # the run completed, but did it reach its goal?
+            dump = value.model_dump()
+            if dump.get("verified") is False or dump.get("action_status") in {
+                "rejected",
+                "refused",
+                "failed",
+            }:
+                raise typer.Exit(EXIT_UNAVAILABLE)
         raise typer.Exit(EXIT_OK)
     raise fail(f"{flow_name} ended {state.type.value}: {state.message}", EXIT_UNAVAILABLE)
 
@@ -218,6 +227,10 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as exc:  # anything unforeseen: one line, never a traceback
+        first = redact.mask((str(exc).strip().splitlines() or [type(exc).__name__])[0][:300])
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first}", highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

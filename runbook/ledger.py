@@ -106,11 +106,18 @@ async def mark(
     verified: bool | None = None,
     count_attempt: bool = False,
 ) -> None:
+    # a "did not act" verdict (rejected, refused, skipped, approved) from one run must never
+    # overwrite what another run of the same incident already did or is doing
+    guard = (
+        " AND status NOT IN ('done', 'undone', 'started')"
+        if status in {"rejected", "refused", "skipped", "approved"}
+        else ""
+    )
     await conn.execute(
         "UPDATE runbook.actions SET status = %s, updated_at = now(),"
         " outcome = COALESCE(%s, outcome), approvers = COALESCE(%s, approvers),"
         " verified = COALESCE(%s, verified), attempts = attempts + %s"
-        " WHERE idempotency_key = %s",
+        " WHERE idempotency_key = %s" + guard,
         (
             status,
             json.dumps(outcome) if outcome is not None else None,

@@ -76,6 +76,9 @@ def install() -> None:
             masked = mask(message)
             if masked != message:
                 record.msg, record.args = masked, None
+            if record.exc_info:  # tracebacks can carry URLs and tokens too
+                text = logging.Formatter().formatException(record.exc_info)
+                record.exc_text = mask(text)
         return record
 
     logging.setLogRecordFactory(factory)

@@ -30,8 +30,9 @@ from pydantic import BaseModel
 from blocks.policy import Policy
 from runbook import ledger, opsdb
 from runbook.actions import ActionClass, ActionRequest, action_class, needs_approval
-from runbook.errors import PermanentError
+from runbook.errors import PermanentError, TransientError
 
+FINAL = frozenset({"done", "undone"})  # an act that happened: never again for this incident
 LEASE_S = 60.0  # the shortest lease Prefect's server accepts
 SLOT_WAIT_S = 300.0
 Act = Callable[[], Awaitable[dict[str, Any]]]
@@ -58,6 +59,7 @@ class ActOutcome(BaseModel):
     detail: str = ""
     outcome: dict[str, Any] = {}
     approvers: list[str] = []
+    paged: bool = False  # a human was already paged about this outcome
 
     @property
     def acted(self) -> bool:
@@ -115,7 +117,7 @@ async def perform(
         entry = await ledger.ensure(
             conn, request, cls, status="intent", dry_run=False, flow_run_id=_flow_run_id()
         )
-        if entry.status == "done":
+        if entry.status in FINAL:
             return ActOutcome(
                 **base,
                 status="already_done",
@@ -134,7 +136,7 @@ async def perform(
                 await ledger.mark(conn, key, "refused", outcome={"reason": why})
                 await ledger.event(conn, request.incident_id, "refused", why, key=key)
                 await page(f"Runbook stopped acting on {request.target}: {why}", {"key": key})
-                return ActOutcome(**base, status="refused", detail=why)
+                return ActOutcome(**base, status="refused", detail=why, paged=True)
 
         approvers = entry.approvers
         if entry.status not in {"approved", "started"} and needs_approval(policy, request.action):
@@ -149,13 +151,14 @@ async def perform(
                     key=key,
                     detail={"timed_out": answer.timed_out},
                 )
-                if answer.timed_out or "did not match" in answer.reason:
+                paged = answer.timed_out or "did not match" in answer.reason
+                if paged:
                     await page(
                         f"Approval for {request.action} on {request.target} not given: "
                         f"{answer.reason}",
                         {"key": key, "incident": request.incident_id},
                     )
-                return ActOutcome(**base, status="rejected", detail=answer.reason)
+                return ActOutcome(**base, status="rejected", detail=answer.reason, paged=paged)
             approvers = answer.approvers
             await ledger.mark(conn, key, "approved", approvers=approvers)
             await ledger.event(
@@ -178,7 +181,7 @@ async def perform(
             await ledger.lock(lock_conn, key)
             try:
                 if cls is not ActionClass.DESTRUCTIVE:
-                    return await _act_once(conn, request, base, act, reconcile, approvers)
+                    return await _act_once(conn, request, base, act, reconcile, approvers, page)
                 try:
                     # the lease is renewed while we hold it; a crashed holder frees it
                     # after at most LEASE_S (+ the server's repossessor interval)
@@ -189,12 +192,23 @@ async def perform(
                         lease_duration=LEASE_S,
                         timeout_seconds=SLOT_WAIT_S,
                     ):
-                        return await _act_once(conn, request, base, act, reconcile, approvers)
-                except TimeoutError:
+                        budget = policy.destructive_budget_per_hour
+                        used = await ledger.destructive_done_last_hour(conn, request.target)
+                        if used >= budget:  # another incident used it while we waited
+                            why = f"budget spent while waiting: {used} of {budget} this hour"
+                            await ledger.mark(conn, key, "refused", outcome={"reason": why})
+                            await page(
+                                f"Runbook stopped acting on {request.target}: {why}", {"key": key}
+                            )
+                            return ActOutcome(**base, status="refused", detail=why, paged=True)
+                        return await _act_once(conn, request, base, act, reconcile, approvers, page)
+                except TimeoutError:  # only the slot wait: act()'s own timeouts are re-raised
                     why = f"another destructive action on {request.target} is still running"
                     await ledger.event(conn, request.incident_id, "refused", why, key=key)
                     await page(f"Runbook could not act on {request.target}: {why}", {"key": key})
-                    return ActOutcome(**base, status="refused", detail=why, approvers=approvers)
+                    return ActOutcome(
+                        **base, status="refused", detail=why, approvers=approvers, paged=True
+                    )
             finally:
                 await ledger.unlock(lock_conn, key)
 
@@ -206,11 +220,12 @@ async def _act_once(
     act: Act,
     reconcile: Reconcile | None,
     approvers: list[str],
+    page: Pager,
 ) -> ActOutcome:
     key = request.idempotency_key
     entry = await ledger.get(conn, key)
     assert entry is not None
-    if entry.status == "done":
+    if entry.status in FINAL:
         return ActOutcome(
             **base,
             status="already_done",
@@ -224,9 +239,21 @@ async def _act_once(
         await ledger.event(conn, request.incident_id, "done", detail, key=key)
         return ActOutcome(**base, status="done", detail=detail, approvers=approvers)
 
+    if entry.status == "started" and reconcile is None:
+        detail = (
+            "a previous attempt may have acted (crash before its record) and there is no way "
+            "to check the platform: not repeated, a human must look"
+        )
+        await ledger.mark(conn, key, "failed", outcome={"error": detail})
+        await ledger.event(conn, request.incident_id, "failed", detail, key=key)
+        await page(f"{request.action} on {request.target}: outcome unknown", {"key": key})
+        return ActOutcome(**base, status="failed", detail=detail, approvers=approvers, paged=True)
+
     await ledger.mark(conn, key, "started", count_attempt=True)
     try:
         outcome = await act()
+    except TimeoutError:  # we may have acted: the entry stays `started` for reconcile
+        raise TransientError(f"{request.action}: timed out, outcome unknown") from None
     except PermanentError as exc:
         await ledger.mark(conn, key, "failed", outcome={"error": str(exc)})
         await ledger.event(conn, request.incident_id, "failed", str(exc), key=key)

@@ -50,17 +50,30 @@ async def verify_or_undo(
         )
         undone = False
         if undo is not None:
-            outcome = await undo()
-            await ledger.mark(conn, key, "undone", verified=False, outcome=outcome)
-            await ledger.event(
-                conn,
-                request.incident_id,
-                "undone",
-                f"undid {request.action} on {request.target}",
-                key=key,
-                detail=outcome,
-            )
-            undone = True
+            try:
+                outcome = await undo()
+            except Exception as exc:  # the undo failed too: record it and still page
+                await ledger.mark(
+                    conn, key, "done", verified=False, outcome={"undo_error": str(exc)[:300]}
+                )
+                await ledger.event(
+                    conn,
+                    request.incident_id,
+                    "failed",
+                    f"undo of {request.action} failed: {exc}",
+                    key=key,
+                )
+            else:
+                await ledger.mark(conn, key, "undone", verified=False, outcome=outcome)
+                await ledger.event(
+                    conn,
+                    request.incident_id,
+                    "undone",
+                    f"undid {request.action} on {request.target}",
+                    key=key,
+                    detail=outcome,
+                )
+                undone = True
         else:
             await ledger.mark(conn, key, "done", verified=False)
         summary = f"{request.action} on {request.target} did not fix the problem ({detail})" + (

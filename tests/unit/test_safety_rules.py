@@ -163,3 +163,10 @@ def test_log_records_mask_registered_secrets(caplog: pytest.LogCaptureFixture) -
     assert "Sup3rS3cretPw" not in caplog.text
     assert "xoxb-slack-token-123456" not in caplog.text
     assert redact.MASK in caplog.text
+
+
+def test_non_digit_codes_never_match_and_never_crash() -> None:
+    now = EXPIRES - timedelta(minutes=1)
+    fullwidth = "".join(chr(0xFF10 + int(d)) for d in "12345678")  # non-ASCII digits
+    for bad in (fullwidth, "abcdefgh", "", "1234 567x"):
+        assert not code_matches(SECRET, bad, "run-1", "rollback_deployment", "alice", EXPIRES, now)
