@@ -83,10 +83,17 @@ async def scenario(st: Stack, s: Scenario, **kw: Any) -> Row:
 
 
 def slack_summary(st: Stack, incident: str) -> str:
-    texts = [str(m.get("text", "")) for m in st.sandbox.sink("slack")]
-    found = [t for t in texts if incident in t and "/v2/runs/flow-run/" in t]
-    assert found, f"no Slack summary with a UI link for {incident}"
-    return found[-1]
+    """The flow's closing Slack summary (it follows the timeline's last line by a moment)."""
+    import time
+
+    for _ in range(40):
+        texts = [str(m.get("text", "")) for m in st.sandbox.sink("slack")]
+        found = [t for t in texts if incident in t and "Timeline: " in t]
+        if found:
+            assert "/v2/runs/flow-run/" in found[-1], "the summary links to the run"
+            return found[-1]
+        time.sleep(0.25)
+    raise AssertionError(f"no Slack summary with a UI link for {incident}")
 
 
 async def test_integration_outage_changes_nothing_and_reports_status_page(stack: Stack) -> None:
