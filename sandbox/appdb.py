@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import json
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -110,11 +111,13 @@ class TrafficWriter:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.pending: list[tuple[ChatOutcome, str]] = []
+        # (outcome, store, when the chat happened): rows carry the chat's time, not the flush's,
+        # so a chat decided just before a fix never shows up as "after the fix"
+        self.pending: list[tuple[ChatOutcome, str, datetime]] = []
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     def add(self, outcome: ChatOutcome, store: str | None = None) -> None:
-        self.pending.append((outcome, store or random.choice(STORES)))
+        self.pending.append((outcome, store or random.choice(STORES), datetime.now(UTC)))
 
     async def flush(self) -> None:
         if not self.pending:
@@ -125,12 +128,12 @@ class TrafficWriter:
                 self.url, autocommit=True, application_name="sandbox-traffic"
             )
         async with self._conn.transaction(), self._conn.cursor() as cur:
-            for outcome, store in batch:
+            for outcome, store, at in batch:
                 status, by = _conversation_outcome(outcome)
                 await cur.execute(
-                    "INSERT INTO conversations (store_id, status, resolved_by)"
-                    " VALUES (%s, %s, %s) RETURNING id",
-                    (store, status, by),
+                    "INSERT INTO conversations (store_id, status, resolved_by, created_at,"
+                    " updated_at) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (store, status, by, at, at),
                 )
                 row = await cur.fetchone()
                 assert row is not None
@@ -141,16 +144,17 @@ class TrafficWriter:
                 if outcome.error:
                     meta["error"] = outcome.error
                 await cur.executemany(
-                    "INSERT INTO messages (conversation_id, role, intent, content, metadata)"
-                    " VALUES (%s, %s, %s, %s, %s)",
+                    "INSERT INTO messages (conversation_id, role, intent, content, metadata,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s, %s)",
                     [
-                        (row[0], "user", outcome.intent, "Hi, I need help", "{}"),
+                        (row[0], "user", outcome.intent, "Hi, I need help", "{}", at),
                         (
                             row[0],
                             "assistant",
                             outcome.intent,
                             None if outcome.error else "Happy to help!",
                             json.dumps(meta),
+                            at,
                         ),
                     ],
                 )
@@ -160,7 +164,7 @@ class TrafficWriter:
                 " WHERE store_id = %s AND revoked_at IS NULL LIMIT 1",
                 [
                     (store, f"198.51.100.{random.randint(1, 254)}", 500 if o.error else 200, store)
-                    for o, store in batch
+                    for o, store, _ in batch
                 ],
             )
 
