@@ -84,10 +84,26 @@ class IncidentRun:
             incident_id = f"manual-{uuid.uuid4().hex[:12]}"
         run = cls(flow, incident_id, title, dry_run, policy)
         run.resolved_before_start = resolved
+        if await run._waited_for_approval():
+            # a suspended run rerunning after its approval answer: the flow checks again
+            await timeline.note(
+                incident_id, "resumed", f"{flow} resumed after an approval answer; re-checking"
+            )
+            return run
         await timeline.note(
             incident_id, "seen", f"{flow} started for: {title}" + (" (dry run)" if dry_run else "")
         )
         return run
+
+    async def _waited_for_approval(self) -> bool:
+        if not self.flow_run_id:
+            return False
+        async with await opsdb.connect() as conn:
+            cur = await conn.execute(
+                "SELECT 1 FROM runbook.approvals WHERE flow_run_id = %s LIMIT 1",
+                (self.flow_run_id,),
+            )
+            return await cur.fetchone() is not None
 
     async def finish_if_resolved(self) -> RemediationResult | None:
         """A resolved alert arrived before this run started: never remediate it."""

@@ -151,7 +151,8 @@ class Intake:
 
     async def receive(self, source: str, request: Request) -> Response:
         started = time.perf_counter()
-        self.metrics.received.labels(source).inc()
+        m = self.metrics
+        m.child(m.received, source).inc()
         try:
             body = await self.read_body(request)
             self.authenticate(source, request, body)
@@ -159,7 +160,7 @@ class Intake:
             placed = [(a, self.router(a)) for a in parsed.alerts]
             recorded = await self.persist(placed)
         except Rejected as exc:
-            self.metrics.rejected.labels(source, exc.reason).inc()
+            m.child(m.rejected, source, exc.reason).inc()
             log.info("rejected %s delivery: %d %s", source, exc.status, exc.reason)
             extra = {"Retry-After": "5"} if exc.status == 503 else {}
             return json_response(exc.status, {"error": exc.message}, **extra)
@@ -168,9 +169,9 @@ class Intake:
             status = _STATUS[rec.outcome]
             if status == "new" and placement.route == self.table.fallback.name:
                 status = "triaged"
-            self.metrics.accepted.labels(source, status).inc()
+            m.child(m.accepted, source, status).inc()
             if rec.outcome in (Outcome.COALESCED, Outcome.REOPENED, Outcome.DUPLICATE):
-                self.metrics.coalesced.labels(source).inc()
+                m.child(m.coalesced, source).inc()
             items.append(
                 {
                     "incident": rec.incident_id,
@@ -184,7 +185,7 @@ class Intake:
             )
         if self.dispatcher and any(r.outcome in (Outcome.NEW, Outcome.REOPENED) for r in recorded):
             self.dispatcher.wake()
-        self.metrics.ack_seconds.labels(source).observe(time.perf_counter() - started)
+        m.child(m.ack_seconds, source).observe(time.perf_counter() - started)
         if not items:
             return json_response(
                 202,

@@ -195,6 +195,25 @@ def serve(
 
 
 @app.command()
+def sweep(
+    every: float = typer.Option(0, "--every", help="repeat every N seconds (0: sweep once)"),
+) -> None:
+    """Time out expired approvals of suspended runs (`runbook serve` does this by itself; run it
+    next to work-pool workers)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from runbook.approval_sweeper import run_sweeper, sweep_once
+
+    if not PREFECT_API_URL.value():
+        raise fail("PREFECT_API_URL is not set: sweeping needs a running Prefect server")
+    if every > 0:
+        asyncio.run(run_sweeper(every))
+        return
+    swept = asyncio.run(sweep_once())
+    console.print(f"{len(swept)} expired approval(s) answered 'timed out'")
+
+
+@app.command()
 def intake(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8080, help="port to bind"),

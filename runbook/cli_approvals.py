@@ -1,7 +1,8 @@
 """`runbook approvals`, `runbook approve RUN …`, `runbook reject RUN …`.
 
 Approving from the CLI is the same as the Resume form in the Prefect UI: the answer goes to the
-paused approval-gate run through Prefect's resume API, and the flow validates it (approver list,
+waiting run (a suspended deployment run, or a paused approval-gate run) through
+Prefect's resume API, and the flow validates it (approver list,
 one-time code, distinct approvers). A run that is no longer paused cannot be resumed twice.
 """
 
@@ -99,7 +100,7 @@ def approvals() -> None:
 
 
 def approve(
-    run: str = typer.Argument(..., help="the paused approval run id (or a unique prefix)"),
+    run: str = typer.Argument(..., help="the waiting run id (or a unique prefix)"),
     approver: str = typer.Option(..., "--approver", help="your name, as in the Policy"),
     reason: str = typer.Option(..., "--reason", help="why (goes into the timeline)"),
     code: str = typer.Option("", "--code", help="the one-time code sent to you"),
@@ -116,7 +117,7 @@ def approve(
 
 
 def reject(
-    run: str = typer.Argument(..., help="the paused approval run id (or a unique prefix)"),
+    run: str = typer.Argument(..., help="the waiting run id (or a unique prefix)"),
     reason: str = typer.Option(..., "--reason", help="why (goes into the timeline)"),
     approver: str = typer.Option("", "--approver", help="your name (default: your login)"),
 ) -> None:

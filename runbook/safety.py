@@ -5,7 +5,8 @@
 1. dry run → ledger `planned`, nothing else (the platform sees zero mutations);
 2. already `done` for this incident+action+target → return it, never again;
 3. destructive and the hourly budget for the target is spent → `refused`, page a human;
-4. needs approval → the approval-gate subflow (its timeout or failure = not approved, paged);
+4. needs approval → `approve()` (flows.approval: a deployment run suspends, other runs pause in
+   the approval-gate subflow; a timeout = not approved, paged);
    after approval, `still_needed()` re-checks the symptom: gone → `skipped`;
 5. a Prefect global concurrency limit per target (destructive) and the ledger's advisory lock;
    under the lock a `started` entry (crash between call and record) is reconciled by reading the

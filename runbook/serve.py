@@ -9,6 +9,8 @@ Stopping `serve` pauses its deployments (Prefect's behaviour): restart it to res
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from prefect.flows import aserve
@@ -38,5 +40,14 @@ async def build_deployments(with_schedules: bool = True) -> list[Any]:
 
 
 async def serve(with_schedules: bool = True) -> None:
-    """Register the deployments and execute their runs until interrupted."""
-    await aserve(*await build_deployments(with_schedules), print_starting_message=True)
+    """Register the deployments and execute their runs until interrupted; meanwhile the
+    approval sweeper times out approvals of suspended runs that nobody answered."""
+    from runbook.approval_sweeper import run_sweeper
+
+    sweeper = asyncio.create_task(run_sweeper(get_settings().approval_sweep_s))
+    try:
+        await aserve(*await build_deployments(with_schedules), print_starting_message=True)
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper

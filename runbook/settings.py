@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     approval_poll_s: int = 2
     approvers: str = Field("", description="comma-separated approver names for the Policy")
     approval_timeout_s: int = 900
+    approval_wait: str = Field(
+        "auto",
+        description="auto: a deployment run suspends (frees its process) while it waits for an"
+        " approval, other runs pause; pause: always pause",
+    )
+    approval_sweep_s: float = Field(
+        5.0, description="how often `runbook serve` times out expired approvals of suspended runs"
+    )
     require_code: bool = True
     auto_approve: bool = False
     scale_down_cooldown_s: int | None = None

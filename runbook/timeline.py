@@ -23,6 +23,7 @@ _ICON = {
     "verified": "✔️",
     "undone": "↩️",
     "escalated": "📟",
+    "resumed": "▶️",
     "notified": "💬",
     "finished": "🏁",
 }

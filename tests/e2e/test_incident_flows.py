@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from runbook.demo import (
@@ -168,6 +169,12 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     assert gate, f"the rollback never asked for approval: {seen}"
     await asyncio.sleep(3)
     assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
+    async with get_client() as client:
+        waiting = await client.read_flow_run(uuid.UUID(gate))
+    assert waiting.deployment_id is not None and waiting.parent_task_run_id is None
+    assert waiting.state is not None and waiting.state.name == "Suspended", (
+        "the alert's deployment run suspends itself while it waits (no process held)"
+    )
     listing = runbook_cli("approvals")
     assert listing.returncode == 0, listing.stderr
     assert gate in listing.stdout and "rollback_deployment" in listing.stdout

@@ -2,6 +2,8 @@
 
 Used by the safety-core tests (and runnable as a script for the kill -9 test):
     python -m tests.integration.safety_flow INCIDENT [--slow-response]
+    python -m tests.integration.safety_flow --serve   # a deployment + the approval sweeper,
+                                                      # what `runbook serve` does for real flows
 """
 
 from __future__ import annotations
@@ -91,7 +93,19 @@ async def safety_rollback(
     return result
 
 
-if __name__ == "__main__":
+async def serve_with_sweeper() -> None:
+    from prefect.flows import aserve
+
+    from runbook.approval_sweeper import run_sweeper
+
+    sweeper = asyncio.create_task(run_sweeper(1.0))
+    await aserve(await safety_rollback.ato_deployment(name="test"))
+    sweeper.cancel()
+
+
+if __name__ == "__main__" and sys.argv[1] == "--serve":
+    asyncio.run(serve_with_sweeper())
+elif __name__ == "__main__":
     incident = sys.argv[1]
     slow = 30.0 if "--slow-response" in sys.argv else 0.0
     print(asyncio.run(safety_rollback(incident, slow_response_s=slow)))

@@ -1,0 +1,88 @@
+"""The approval sweeper: answers "timed out" for suspended runs nobody approved in time.
+
+A suspended run has no process that could notice its approval expiring, and Prefect's own pause
+timeout would just fail the run. So `runbook serve` (or `runbook sweep`, next to workers) looks
+every few seconds for expired approvals of suspended runs and resumes each with the sweeper's
+answer; the run reruns, records the timeout, pages and completes "not approved". Prefect's state
+machine arbitrates a race with a late operator: only one resume of a pause is accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.exceptions import ObjectNotFound
+
+from flows.approval import TIMEOUT_APPROVER
+from runbook import opsdb
+
+log = logging.getLogger("runbook.approvals")
+
+_EXPIRED = (
+    "SELECT flow_run_id, pause_key, action, target FROM runbook.approvals"
+    " WHERE mode = 'suspend' AND status = 'waiting' AND expires_at < now()"
+    " AND (swept_at IS NULL OR swept_at < now() - interval '30 seconds')"
+    " ORDER BY expires_at LIMIT 100"
+)
+
+
+def timeout_answer(action: str, target: str) -> dict[str, Any]:
+    return {
+        "approve": False,
+        "approver": TIMEOUT_APPROVER,
+        "reason": f"nobody approved {action} on {target} before the approval expired",
+        "code": "",
+    }
+
+
+async def sweep_once() -> list[str]:
+    """Resume every expired suspended approval with the timeout answer; returns those runs."""
+    async with await opsdb.connect() as conn:
+        rows = await (await conn.execute(_EXPIRED)).fetchall()
+        swept: list[str] = []
+        async with get_client() as client:
+            for run_id, pause_key, action, target in rows:
+                await conn.execute(
+                    "UPDATE runbook.approvals SET swept_at = now()"
+                    " WHERE flow_run_id = %s AND pause_key = %s",
+                    (run_id, pause_key),
+                )
+                try:
+                    run = await client.read_flow_run(UUID(run_id))
+                except ObjectNotFound:
+                    run = None
+                state = run.state if run else None
+                if state is not None and state.is_paused():
+                    if state.state_details.pause_key not in (None, pause_key):
+                        continue  # waiting at another approval point: not this one's business
+                    answer = await client.resume_flow_run(
+                        UUID(run_id), run_input=timeout_answer(action, target)
+                    )
+                    if answer.status == SetStateStatus.ACCEPT:
+                        log.warning("approval of %s on %s expired: run %s", action, target, run_id)
+                        swept.append(run_id)
+                elif state is None or state.is_final():
+                    # the run ended (cancelled, deleted) while waiting: nothing will answer it
+                    why = f"the run ended while waiting ({state.name if state else 'gone'})"
+                    await conn.execute(
+                        "UPDATE runbook.approvals SET status = 'timed_out', reason = %s,"
+                        " decided_at = now() WHERE flow_run_id = %s AND pause_key = %s"
+                        " AND status = 'waiting'",
+                        (why, run_id, pause_key),
+                    )
+    return swept
+
+
+async def run_sweeper(interval_s: float) -> None:
+    """Sweep forever; a failed sweep (database or Prefect unreachable) is retried next time."""
+    while True:
+        try:
+            await sweep_once()
+        except Exception as exc:
+            log.warning("approval sweep failed (retrying): %s: %s", type(exc).__name__, exc)
+        await asyncio.sleep(interval_s)
