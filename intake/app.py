@@ -49,6 +49,9 @@ _STATUS = {
 }
 
 
+_DB_DOWN = (psycopg.Error, PoolTimeout, OSError)
+
+
 class Rejected(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
@@ -72,6 +75,8 @@ class Intake:
         self.pool: AsyncConnectionPool | None = None
         self.dispatcher: Dispatcher | None = None
         self.persister: Persister | None = None
+        self.db_error: str | None = None  # why the ops database could not be reached at start
+        self._dispatch_task: asyncio.Task[None] | None = None
 
     # --- request pipeline ---------------------------------------------------------------
 
@@ -200,6 +205,8 @@ class Intake:
 
     async def healthz(self, request: Request) -> Response:
         if self.pool is None:
+            if self.db_error is not None:
+                return json_response(503, {"status": "degraded", "database": "unreachable"})
             return json_response(503, {"status": "starting"})
         try:
             async with self.pool.connection(timeout=2) as conn:
@@ -226,33 +233,71 @@ class Intake:
 
             self.table = await load_block_table(self.settings.intake_routes_block, self.table)
             self.router = Router(self.table, deployment=self.settings.deployment_name)
+        connecting: asyncio.Task[None] | None = None
+        try:
+            await self._open()  # the usual case: ready before the first delivery
+        except _DB_DOWN as exc:
+            self._unreachable(exc)
+            connecting = asyncio.create_task(self._reconnect(), name="intake-connect")
+        try:
+            yield
+        finally:
+            if connecting is not None:
+                connecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connecting
+            if self._dispatch_task is not None:
+                self._dispatch_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._dispatch_task
+                self._dispatch_task = None
+            if self.persister is not None:
+                await self.persister.stop()
+                self.persister = None
+            if self.pool is not None:
+                await self.pool.close()
+                self.pool = None
+
+    def _unreachable(self, exc: BaseException) -> None:
+        self.db_error = type(exc).__name__
+        log.warning("ops database unreachable (%s); answering 503, retrying", self.db_error)
+
+    async def _reconnect(self) -> None:
+        """While the ops database is unreachable the intake still serves: deliveries get 503
+        (the senders retry), /healthz says why, and this keeps trying with backoff."""
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await self._open()
+                log.info("ops database reachable again; accepting alerts")
+                return
+            except _DB_DOWN as exc:
+                self._unreachable(exc)
+                delay = min(delay * 2, 10.0)
+
+    async def _open(self) -> None:
+        """Open the pool (migrating), then start persisting and dispatching."""
         url = self.settings.ops_database_url
-        self.pool = await opsdb.open_pool(
+        pool = await opsdb.open_pool(
             url.get_secret_value() if url else None, max_size=self.settings.intake_db_pool_size
         )
-        self.persister = Persister(
-            self.pool,
+        self.db_error = None
+        self.pool = pool
+        persister = Persister(
+            pool,
             cooldown_s=self.settings.intake_cooldown_s,
             writers=self.settings.intake_persist_writers,
             max_batch=self.settings.intake_persist_batch,
             timeout_s=self.settings.intake_db_timeout_s,
         )
-        self.persister.start()
-        task: asyncio.Task[None] | None = None
+        persister.start()
+        self.persister = persister
         if self.settings.intake_dispatch:
-            self.dispatcher = Dispatcher(self.pool, self.settings, self.metrics)
-            task = asyncio.create_task(self.dispatcher.run(), name="intake-dispatcher")
-        try:
-            yield
-        finally:
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await self.persister.stop()
-            self.persister = None
-            await self.pool.close()
-            self.pool = None
+            self.dispatcher = Dispatcher(pool, self.settings, self.metrics)
+            self._dispatch_task = asyncio.create_task(
+                self.dispatcher.run(), name="intake-dispatcher"
+            )
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:

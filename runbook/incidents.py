@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
@@ -223,7 +224,7 @@ async def record_alerts(
     cur = await conn.execute(
         "SELECT ord, incident_id, outcome, alert_count"
         " FROM runbook.intake_record_batch(%s::jsonb, %s)",
-        (json.dumps([_record_json(a, p) for a, p in items]), cooldown_s),
+        (orjson.dumps([_record_json(a, p) for a, p in items]).decode(), cooldown_s),
     )
     results: list[Recorded | None] = [None] * len(items)
     for ord_, incident_id, outcome, count in await cur.fetchall():

@@ -41,10 +41,10 @@ def spawn_intake(
     started: list[IntakeProcess] = []
     log_dir = tmp_path_factory.mktemp("intake-logs")
 
-    def spawn(port: int | None = None, **extra: str) -> IntakeProcess:
+    def spawn(port: int | None = None, ready: int = 200, **extra: str) -> IntakeProcess:
         proc = IntakeProcess({**intake_env, **extra}, log_dir, port)
         started.append(proc)
-        return proc.start()
+        return proc.start(ready=ready)
 
     yield spawn
     for proc in started:

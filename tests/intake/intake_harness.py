@@ -117,7 +117,8 @@ class IntakeProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> IntakeProcess:
+    def start(self, timeout: float = 30.0, ready: int = 200) -> IntakeProcess:
+        """Start; returns once /healthz answers `ready` (200: up with its database)."""
         code = f"from intake.cli import run; run('127.0.0.1', {self.port})"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -132,7 +133,7 @@ class IntakeProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"intake exited: {self.log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == ready:
                     return self
             except httpx.HTTPError:
                 pass

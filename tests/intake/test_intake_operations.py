@@ -3,6 +3,7 @@ table overridden by a Prefect Block, the `runbook intake` command."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -41,6 +42,40 @@ async def test_database_unavailable_is_503_with_retry_after(
         # what the client sent wrong is still its own fault, database or not
         assert (await client.post(path, content=b"{", headers=headers)).status_code == 401
     assert "Traceback" not in proc.log()
+
+
+async def test_intake_starts_without_its_database_answers_503_then_accepts_once_it_is_back(
+    pg_url: str, spawn_intake: Callable[..., IntakeProcess]
+) -> None:
+    name = f"runbook_intake_late_{os.getpid()}_{int(time.time())}"
+    late_url = pg_url.rsplit("/", 1)[0] + f"/{name}"
+    proc = spawn_intake(
+        ready=503, RUNBOOK_OPS_DATABASE_URL=late_url, RUNBOOK_INTAKE_DISPATCH="false"
+    )
+    path, body, headers = SEND.request("generic", generic_alert("HighLatency"))
+    try:
+        async with httpx.AsyncClient(base_url=proc.url, timeout=30) as client:
+            health = await client.get("/healthz")
+            assert health.status_code == 503
+            assert health.json() == {"status": "degraded", "database": "unreachable"}
+            refused = await client.post(path, content=body, headers=headers)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "5"
+            with psycopg.connect(pg_url, autocommit=True) as conn:  # the database comes up
+                conn.execute(f'CREATE DATABASE "{name}"')
+            deadline = time.monotonic() + 30
+            while (await client.get("/healthz")).status_code != 200:
+                assert time.monotonic() < deadline, "intake never reconnected"
+                await asyncio.sleep(0.2)
+            accepted = await client.post(path, content=body, headers=headers)
+            assert accepted.status_code == 202, accepted.text
+        with psycopg.connect(late_url) as conn:
+            count = conn.execute("SELECT count(*) FROM runbook.incidents").fetchone()
+        assert count == (1,), "the retried delivery is persisted"
+        assert "Traceback" not in proc.log()
+    finally:
+        proc.stop()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_routing_table_overridden_by_block(
