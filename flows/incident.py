@@ -95,6 +95,19 @@ class IncidentRun:
         )
         return run
 
+    async def _withdraw_waiting_approvals(self) -> None:
+        """A rerun after an answer that re-checked and no longer needed the action leaves its
+        approval unanswered: close it, so `runbook approvals` does not list it."""
+        if not self.flow_run_id:
+            return
+        async with await opsdb.connect() as conn:
+            await conn.execute(
+                "UPDATE runbook.approvals SET status = 'withdrawn', decided_at = now(),"
+                " reason = 'the flow finished without needing it' WHERE flow_run_id = %s"
+                " AND status = 'waiting'",
+                (self.flow_run_id,),
+            )
+
     async def _waited_for_approval(self) -> bool:
         if not self.flow_run_id:
             return False
@@ -203,6 +216,7 @@ class IncidentRun:
         link = ui_link(self.flow_run_id) if self.flow_run_id else ""
         state = {True: "verified", False: "NOT verified", None: "nothing to verify"}[verified]
         kind = f"{self.flow} finished" if self.nested else "finished"
+        await self._withdraw_waiting_approvals()
         await timeline.note(self.incident_id, kind, f"{decision} ({state}): {summary}")
         await timeline.publish(self.incident_id, f"{self.flow}: {self.title}")
         prefix = "[dry run] " if self.dry_run else ""

@@ -2,6 +2,7 @@
 -- can wait at several approval points, so a row is (run, pause key). `mode` says how the run
 -- waits: 'pause' (the approval-gate subflow holds its process) or 'suspend' (the run has exited
 -- and is rerun after the answer; the approval sweeper answers "timed out" when nobody does).
+-- New status: withdrawn (the rerun re-checked and finished without needing the approval).
 ALTER TABLE runbook.approvals ADD COLUMN IF NOT EXISTS pause_key text NOT NULL DEFAULT 'gate';
 ALTER TABLE runbook.approvals ADD COLUMN IF NOT EXISTS mode text NOT NULL DEFAULT 'pause';
 ALTER TABLE runbook.approvals ADD COLUMN IF NOT EXISTS swept_at timestamptz;

@@ -98,9 +98,11 @@ async def serve_with_sweeper() -> None:
 
     from runbook.approval_sweeper import run_sweeper
 
-    sweeper = asyncio.create_task(run_sweeper(1.0))
+    sweeping = "--no-sweeper" not in sys.argv  # else `runbook sweep` has to do it
+    sweeper = asyncio.create_task(run_sweeper(1.0)) if sweeping else None
     await aserve(await safety_rollback.ato_deployment(name="test"))
-    sweeper.cancel()
+    if sweeper is not None:
+        sweeper.cancel()
 
 
 if __name__ == "__main__" and sys.argv[1] == "--serve":

@@ -31,16 +31,18 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def served(
-    prefect_server: str, platform_env: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+    prefect_server: str, platform_env: SandboxHandle, request: pytest.FixtureRequest
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`safety-rollback/test` served from a subprocess, with the sweeper (timeout 4 s)."""
+    """`safety-rollback/test` served from a subprocess, with the sweeper (timeout 4 s) unless
+    the test is marked `no_sweeper`."""
     env = {
         **os.environ,
         "RUNBOOK_APPROVAL_TIMEOUT_S": "4",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     }
+    extra = ["--no-sweeper"] if request.node.get_closest_marker("no_sweeper") else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.safety_flow", "--serve"],
+        [sys.executable, "-m", "tests.integration.safety_flow", "--serve", *extra],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,
@@ -172,6 +174,33 @@ async def test_suspended_approval_timeout_ends_not_approved_and_pages(
     assert rollbacks(sb) == before
     pages = sb.sink("pagerduty")[pages_before:]
     assert any("no approval within 4 s" in str(p) and inc in str(p) for p in pages), pages
+
+
+@pytest.mark.no_sweeper
+async def test_runbook_sweep_command_times_out_expired_suspended_approvals(
+    served: subprocess.Popen[bytes], platform_env: SandboxHandle, pg_url: str
+) -> None:
+    """Next to work-pool workers (no `runbook serve`), `runbook sweep` does the sweeper's job."""
+    sb = platform_env
+    sb.inject("bad-deploy")
+    before = rollbacks(sb)
+    inc, run_id = await start("-sweep-cli")
+    await wait_for(run_id, {"Suspended"})
+    early = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "sweep"], capture_output=True, text=True, timeout=60
+    )
+    assert early.returncode == 0, early.stderr
+    assert "0 expired approval(s)" in early.stdout, "nothing expired yet: nothing answered"
+    await asyncio.sleep(5)  # past the 4 s expiry; nothing in this setup sweeps by itself
+    assert (await state_of(run_id))[1] == "Suspended"
+    swept = subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "sweep"], capture_output=True, text=True, timeout=60
+    )
+    assert swept.returncode == 0, swept.stderr
+    assert "1 expired approval(s) answered 'timed out'" in swept.stdout
+    assert await wait_for(run_id, {"Completed", "Failed", "Crashed"}) == "Completed"
+    assert ledger_status(pg_url, inc) == "rejected"
+    assert rollbacks(sb) == before
 
 
 async def test_suspended_two_person_action_needs_two_different_approvers(
