@@ -21,6 +21,7 @@ Codes go to each approver's own channel.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -66,6 +67,15 @@ TIMEOUT_APPROVER = "runbook: no answer in time"
 # seconds) always answers first; Prefect failing the run is the last resort when nothing sweeps
 SUSPEND_GRACE_S = 300
 GATE_KEY = "gate"
+
+
+def scope(request: ActionRequest) -> str:
+    """What an approval approves: the action, its target and its exact parameters. Codes and
+    pause keys are bound to it, so an answer never carries over to a different act (say, a
+    rerun that would now roll back to another deployment)."""
+    params = json.dumps(request.params, sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{request.target}|{params}".encode()).hexdigest()[:16]
+    return f"{request.action}|{digest}"
 
 
 async def _record(
@@ -131,7 +141,7 @@ async def _send_codes(
 ) -> None:
     secret = approval_secret()
     for name in policy.approvers:
-        code = one_time_code(secret, run_id, request.action, name, expires_at)
+        code = one_time_code(secret, run_id, scope(request), name, expires_at)
         hook = policy.approver_webhooks.get(name)
         target = Slack(webhook_url=hook) if hook is not None else slack
         await send_slack(
@@ -191,7 +201,7 @@ async def approval_gate(request: ActionRequest) -> Approval:
                 approval_secret(),
                 answer.code,
                 run_id,
-                request.action,
+                scope(request),
                 answer.approver,
                 expires_at,
                 datetime.now(UTC),
@@ -231,12 +241,14 @@ async def _announce(
     )
 
 
-async def _resumed_at(run_id: str) -> datetime:
-    """When the answer came: the first state after the run's last pause (else now)."""
+async def _resumed_at(run_id: str, pause_key: str) -> datetime:
+    """When the answer to this pause came: the state right after the pause with this key."""
     async with get_client() as client:
         states = await client.read_flow_run_states(UUID(run_id))
     states.sort(key=lambda s: s.timestamp or datetime.min.replace(tzinfo=UTC))
-    paused = [i for i, s in enumerate(states) if s.is_paused()]
+    paused = [
+        i for i, s in enumerate(states) if s.is_paused() and s.state_details.pause_key == pause_key
+    ]
     if paused and paused[-1] + 1 < len(states):
         stamp = states[paused[-1] + 1].timestamp
         if stamp is not None:
@@ -268,7 +280,7 @@ async def suspended_gate(request: ActionRequest) -> Approval:
     needed = approvals_needed(policy, request)
     form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
     link = ui_link(run_id)
-    digest = hashlib.sha256(request.idempotency_key.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{request.idempotency_key}|{scope(request)}".encode()).hexdigest()[:16]
     approved_by: list[str] = []
     reasons: list[str] = []
     if policy.require_code and not policy.approvers:
@@ -294,10 +306,11 @@ async def suspended_gate(request: ActionRequest) -> Approval:
                 microsecond=0
             )
             summary = f"{request.action} on {request.target}: {request.reason}"
+            # announce first: a failed Slack call is retried with the row still unwritten
+            await _announce(policy, slack, request, run_id, link, expires_at, number, needed)
             await _record(
                 run_id, request, summary, link, expires_at, pause_key=pause_key, mode="suspend"
             )
-            await _announce(policy, slack, request, run_id, link, expires_at, number, needed)
             logger.info(
                 "Suspending until approval %d/%d of %s (this process is freed)",
                 number,
@@ -320,7 +333,9 @@ async def suspended_gate(request: ActionRequest) -> Approval:
             timeout=policy.approval_timeout_s + SUSPEND_GRACE_S,
             key=pause_key,
         )
-        if not answer.approve and answer.approver == TIMEOUT_APPROVER:
+        answered_at = await _resumed_at(run_id, pause_key)
+        late = answered_at > expires_at
+        if late or (not answer.approve and answer.approver == TIMEOUT_APPROVER):
             why = f"no approval within {policy.approval_timeout_s} s"
             await _decide(run_id, "timed_out", None, why, pause_key)
             logger.warning("Not approved: %s", why)
@@ -331,10 +346,10 @@ async def suspended_gate(request: ActionRequest) -> Approval:
                 approval_secret(),
                 answer.code,
                 run_id,
-                request.action,
+                scope(request),
                 answer.approver,
                 expires_at,
-                await _resumed_at(run_id),
+                answered_at,
             )
         problem = check_answer(
             answer, allowed=policy.approvers, already=approved_by, code_ok=code_ok
@@ -364,7 +379,7 @@ async def request_approval(request: ActionRequest) -> Approval:
     async with await opsdb.connect() as conn:
         await conn.execute(
             "UPDATE runbook.approvals SET status = 'timed_out', reason = %s, decided_at = now()"
-            " WHERE idempotency_key = %s AND status = 'waiting'",
+            " WHERE idempotency_key = %s AND status = 'waiting' AND mode = 'pause'",
             (why, request.idempotency_key),
         )
     return Approval(approved=False, reason=why, timed_out=True)

@@ -19,6 +19,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 
 from flows.approval import TIMEOUT_APPROVER
+from flows.notifications import page
 from runbook import opsdb
 
 log = logging.getLogger("runbook.approvals")
@@ -32,11 +33,11 @@ _EXPIRED = (
 
 
 def timeout_answer(action: str, target: str) -> dict[str, Any]:
+    """Only fields every approval form has (Prefect refuses unknown ones)."""
     return {
         "approve": False,
         "approver": TIMEOUT_APPROVER,
         "reason": f"nobody approved {action} on {target} before the approval expired",
-        "code": "",
     }
 
 
@@ -66,15 +67,24 @@ async def sweep_once() -> list[str]:
                     if answer.status == SetStateStatus.ACCEPT:
                         log.warning("approval of %s on %s expired: run %s", action, target, run_id)
                         swept.append(run_id)
+                    else:  # an operator's answer got there first, or Prefect refused ours
+                        log.info("run %s not resumed by the sweeper: %s", run_id, answer.details)
                 elif state is None or state.is_final():
-                    # the run ended (cancelled, deleted) while waiting: nothing will answer it
+                    # the run ended while waiting (cancelled, deleted, or failed by Prefect's
+                    # own pause timeout because nothing swept in time): nobody acted, tell one
                     why = f"the run ended while waiting ({state.name if state else 'gone'})"
-                    await conn.execute(
+                    cur = await conn.execute(
                         "UPDATE runbook.approvals SET status = 'timed_out', reason = %s,"
                         " decided_at = now() WHERE flow_run_id = %s AND pause_key = %s"
-                        " AND status = 'waiting'",
+                        " AND status = 'waiting' RETURNING incident_id",
                         (why, run_id, pause_key),
                     )
+                    row = await cur.fetchone()
+                    if row is not None:
+                        await page(
+                            f"Approval for {action} on {target} never answered: {why}",
+                            {"incident": row[0], "flow_run": run_id},
+                        )
     return swept
 
 

@@ -108,7 +108,9 @@ def approve(
     """Approve a waiting destructive action."""
     from runbook.cli import fail
 
-    payload = {"approve": True, "approver": approver, "reason": reason, "code": code}
+    payload: dict[str, Any] = {"approve": True, "approver": approver, "reason": reason}
+    if code:  # only a coded form has the field (Prefect refuses unknown ones)
+        payload["code"] = code
     try:
         run_id = asyncio.run(answer(run, payload))
     except ValueError as exc:
@@ -125,7 +127,7 @@ def reject(
     from runbook.cli import fail
 
     name = approver or getpass.getuser()
-    payload = {"approve": False, "approver": name, "reason": reason, "code": ""}
+    payload: dict[str, Any] = {"approve": False, "approver": name, "reason": reason}
     try:
         run_id = asyncio.run(answer(run, payload))
     except ValueError as exc:

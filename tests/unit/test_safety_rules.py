@@ -85,6 +85,27 @@ def test_code_is_bound_to_run_action_approver_and_expiry() -> None:
     assert not code_matches(SECRET, code, "run-1", "rollback_deployment", "alice", EXPIRES, late)
 
 
+def test_an_approval_code_is_bound_to_the_exact_target_and_parameters() -> None:
+    """A rerun that would now act differently (another rollback target) needs a new approval."""
+    from flows.approval import scope
+
+    def rollback(deployment: str, target: str = "railway:api") -> ActionRequest:
+        return ActionRequest(
+            incident_id="inc-7",
+            action="rollback_deployment",
+            target=target,
+            params={"deployment_id": deployment},
+        )
+
+    approved = rollback("dep-good")
+    code = one_time_code(SECRET, "run-1", scope(approved), "alice", EXPIRES)
+    now = EXPIRES - timedelta(minutes=1)
+    assert code_matches(SECRET, code, "run-1", scope(rollback("dep-good")), "alice", EXPIRES, now)
+    for other in (rollback("dep-other"), rollback("dep-good", target="railway:worker")):
+        assert scope(other) != scope(approved)
+        assert not code_matches(SECRET, code, "run-1", scope(other), "alice", EXPIRES, now)
+
+
 @pytest.mark.parametrize(
     ("approve", "approver", "allowed", "already", "code_ok", "problem"),
     [
