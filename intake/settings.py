@@ -58,7 +58,7 @@ class IntakeSettings(BaseSettings):
         3.0, gt=0, description="wait for a database connection this long, then answer 503"
     )
     intake_persist_writers: int = Field(
-        4, ge=1, description="concurrent group commits (each holds a pool connection)"
+        2, ge=1, description="concurrent group commits (each holds a pool connection)"
     )
     intake_persist_batch: int = Field(64, ge=1, description="deliveries per group commit, at most")
 
