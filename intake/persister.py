@@ -45,7 +45,7 @@ class Persister:
         pool: AsyncConnectionPool,
         *,
         cooldown_s: float,
-        writers: int = 4,
+        writers: int = 2,
         max_batch: int = 64,
         timeout_s: float = 10.0,
     ) -> None:
