@@ -94,7 +94,9 @@ def decide(s: LatencySignals, policy: Policy) -> Decision:
             why=f"{seen}; Redis PING {s.redis_avg_ms:.1f} ms",
         )
     if s.replicas < policy.max_replicas:
-        wanted = math.ceil(s.replicas * s.p99_s / p99.warn) if s.replicas else s.replicas + 1
+        # size for how slow it is now: the long window lags behind a fresh spike
+        now_s = max(s.p99_s, s.p99_recent_s or 0.0)
+        wanted = math.ceil(s.replicas * now_s / p99.warn) if s.replicas else s.replicas + 1
         target = max(s.replicas + 1, min(policy.max_replicas, wanted))
         return Decision(
             bound="capacity-bound",

@@ -164,19 +164,30 @@ def _code(sandbox: Any, approver: str, run_id: str) -> str | None:
     return None
 
 
-async def _approve(run_id: str, code: str) -> None:
+async def _approve(run_id: str, code: str, timeout_s: float = 60.0) -> bool:
+    """Resume the waiting run with the code, once it is actually paused/suspended (the approval
+    row and the codes go out just before the run stops); True once Prefect accepted it."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
 
+    deadline = time.monotonic() + timeout_s
     async with get_client() as client:
-        await client.resume_flow_run(
-            uuid.UUID(run_id),
-            run_input={
-                "approve": True,
-                "approver": "oncall",
-                "code": code,
-                "reason": "demo --auto-approve",
-            },
-        )
+        while time.monotonic() < deadline:
+            run = await client.read_flow_run(uuid.UUID(run_id))
+            if run.state is not None and run.state.is_paused():
+                result = await client.resume_flow_run(
+                    uuid.UUID(run_id),
+                    run_input={
+                        "approve": True,
+                        "approver": "oncall",
+                        "code": code,
+                        "reason": "demo --auto-approve",
+                    },
+                )
+                if result.status == SetStateStatus.ACCEPT:
+                    return True
+            await asyncio.sleep(0.5)
+    return False
 
 
 async def _summarise(row: Row, s: Scenario, alert_at: float) -> Row:
@@ -279,9 +290,11 @@ async def run_scenario(
                 f"--code {code} --reason ...)"
             )
             if auto_approve and code:
-                await asyncio.sleep(2)
-                await _approve(gate, code)
-                say("  [green]approved through the API (--auto-approve)[/]")
+                await asyncio.sleep(2)  # let a watching human see the request first
+                if await _approve(gate, code):
+                    say("  [green]approved through the API (--auto-approve)[/]")
+                else:
+                    say("  [red]could not resume the waiting run[/]")
             approved = True
         await asyncio.sleep(0.5)
     if not finished:

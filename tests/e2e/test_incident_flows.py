@@ -170,7 +170,11 @@ async def test_bad_deploy_waits_for_approval_then_rolls_back_once(stack: Stack) 
     await asyncio.sleep(3)
     assert journal_ops(stack, "deploymentRollback") == before, "no action before approval"
     async with get_client() as client:
-        waiting = await client.read_flow_run(uuid.UUID(gate))
+        for _ in range(120):  # the request is recorded just before the run suspends
+            waiting = await client.read_flow_run(uuid.UUID(gate))
+            if waiting.state is not None and waiting.state.is_paused():
+                break
+            await asyncio.sleep(0.25)
     assert waiting.deployment_id is not None and waiting.parent_task_run_id is None
     assert waiting.state is not None and waiting.state.name == "Suspended", (
         "the alert's deployment run suspends itself while it waits (no process held)"
@@ -216,7 +220,9 @@ def test_dry_run_of_each_flow_changes_nothing(stack: Stack, fault: str, flow: st
     stack.sandbox.inject(fault)
     import time
 
-    time.sleep(10)
+    # the flows decide on the Policy's recent window (30 s): a bad deploy fails 18 % of chats, so
+    # it needs ~20 s of it in the window to be clearly above the 5 % rollback line
+    time.sleep(20 if fault == "bad-deploy" else 10)
     journal_before = len(stack.sandbox.journal())
     result = runbook_cli("run", flow, "--dry-run")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -85,7 +85,7 @@ def sandbox(
         database_url=pg_url,
         redis_url=redis_url,
         traffic_rps=50,
-        rds_transition_s=1.0,
+        rds_transition_s=3.0,  # long enough to see 'modifying' on a busy machine
         railway_rps=40,
     )
     try:

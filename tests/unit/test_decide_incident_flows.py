@@ -135,6 +135,8 @@ def latency(**kw: Any) -> hl.LatencySignals:
         (latency(redis_avg_ms=150.0), "redis-bound", "notify", None),
         (latency(), "capacity-bound", "scale_replicas", 5),  # 2 x 12 s / 5 s -> 5 (cap 5)
         (latency(p99_s=6.0, replicas=2), "capacity-bound", "scale_replicas", 3),
+        # the 15-min P99 lags a fresh spike: size for how slow it is now (2 x 11 s / 5 s -> 5)
+        (latency(p99_s=6.0, p99_recent_s=11.0, replicas=2), "capacity-bound", "scale_replicas", 5),
         (latency(replicas=5), "llm-bound", "switch_model", None),
         (latency(replicas=5, current_model="gpt-4o-mini"), "llm-bound", "notify", None),
     ],
