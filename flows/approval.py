@@ -195,20 +195,7 @@ async def approval_gate(request: ActionRequest) -> Approval:
             poll_interval=get_settings().approval_poll_s,
             key=f"approval-{number}",
         )
-        code_ok: bool | None = None
-        if isinstance(answer, CodedApprovalInput):
-            code_ok = code_matches(
-                approval_secret(),
-                answer.code,
-                run_id,
-                scope(request),
-                answer.approver,
-                expires_at,
-                datetime.now(UTC),
-            )
-        problem = check_answer(
-            answer, allowed=policy.approvers, already=approved_by, code_ok=code_ok
-        )
+        problem = judge(answer, policy, request, run_id, expires_at, datetime.now(UTC), approved_by)
         if problem is not None:
             await _decide(run_id, "rejected", answer.approver, problem)
             logger.warning("Not approved: %s", problem)
@@ -217,6 +204,31 @@ async def approval_gate(request: ActionRequest) -> Approval:
         reasons.append(f"{answer.approver.strip()}: {answer.reason or 'no reason given'}")
         await _decide(run_id, "approved", answer.approver, answer.reason)
     return Approval(approved=True, approvers=approved_by, reason="; ".join(reasons))
+
+
+def judge(
+    answer: ApprovalInput,
+    policy: Policy,
+    request: ActionRequest,
+    run_id: str,
+    expires_at: datetime,
+    answered_at: datetime,
+    already: list[str],
+) -> str | None:
+    """Why this answer does not approve `request` (None when it does): allowlist, distinct
+    approvers, and — on a coded form — the one-time code, unexpired at `answered_at`."""
+    code_ok: bool | None = None
+    if isinstance(answer, CodedApprovalInput):
+        code_ok = code_matches(
+            approval_secret(),
+            answer.code,
+            run_id,
+            scope(request),
+            answer.approver,
+            expires_at,
+            answered_at,
+        )
+    return check_answer(answer, allowed=policy.approvers, already=already, code_ok=code_ok)
 
 
 async def _announce(
@@ -340,20 +352,7 @@ async def suspended_gate(request: ActionRequest) -> Approval:
             await _decide(run_id, "timed_out", None, why, pause_key)
             logger.warning("Not approved: %s", why)
             return Approval(approved=False, approvers=approved_by, reason=why, timed_out=True)
-        code_ok: bool | None = None
-        if isinstance(answer, CodedApprovalInput):
-            code_ok = code_matches(
-                approval_secret(),
-                answer.code,
-                run_id,
-                scope(request),
-                answer.approver,
-                expires_at,
-                answered_at,
-            )
-        problem = check_answer(
-            answer, allowed=policy.approvers, already=approved_by, code_ok=code_ok
-        )
+        problem = judge(answer, policy, request, run_id, expires_at, answered_at, approved_by)
         if problem is not None:
             await _decide(run_id, "rejected", answer.approver, problem, pause_key)
             logger.warning("Not approved: %s", problem)
