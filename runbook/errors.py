@@ -2,7 +2,10 @@
 
     RunbookError
     ├── TransientError        retried with backoff: connection refused, timeouts, 5xx, 429
-    │   └── RateLimited       a 429; carries `retry_after` seconds when the server said so
+    │   ├── RateLimited       a 429; carries `retry_after` seconds when the server said so
+    │   └── OutcomeUnknown    a mutation was sent and its answer was lost (timeout, 5xx, a
+    │                         transient GraphQL error): never re-sent blind, reconciled by
+    │                         reading the platform
     ├── PermanentError        never retried: 400, 401/403, insufficient_quota, GraphQL errors
     │   └── NotAuthorized     credentials were refused
     └── ConfigurationError    our own settings are missing or wrong (a human must fix them)
@@ -27,6 +30,14 @@ class RateLimited(TransientError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OutcomeUnknown(TransientError):
+    """A mutation may or may not have been applied: the request left and no clear answer came.
+
+    Never retried by the transport; the safety core reads the platform (reconcile) to learn
+    whether it happened. A connection that could not be opened is *not* this: nothing was sent,
+    so that stays a plain `TransientError` and may be retried."""
 
 
 class PermanentError(RunbookError):
