@@ -21,7 +21,6 @@ Codes go to each approver's own channel.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -30,11 +29,11 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
-from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from psycopg.rows import dict_row
 
 from blocks.policy import Policy
 from blocks.slack import Slack
+from flows.notifications import notify, page, ui_link
 from runbook import opsdb
 from runbook.actions import ActionRequest, action_class, approvals_needed
 from runbook.approval import (
@@ -45,21 +44,13 @@ from runbook.approval import (
     code_matches,
     describe_request,
     one_time_code,
+    scope,
+    secret_problem,
 )
+from runbook.errors import RunbookError
 from runbook.safety import Approval
 from runbook.settings import get_settings
 from tasks.notify import send_slack
-
-
-def ui_link(flow_run_id: str) -> str:
-    """The Prefect V2 UI page of a flow run (where the Resume form is)."""
-    base = (PREFECT_UI_URL.value() or "").rstrip("/")
-    if not base:
-        base = (PREFECT_API_URL.value() or "http://127.0.0.1:4200/api").rstrip("/")
-        base = base.removesuffix("/api")
-    base = base.removesuffix("/v2")
-    return f"{base}/v2/runs/flow-run/{flow_run_id}"
-
 
 # the answer the approval sweeper resumes an expired suspended run with
 TIMEOUT_APPROVER = "runbook: no answer in time"
@@ -67,15 +58,6 @@ TIMEOUT_APPROVER = "runbook: no answer in time"
 # seconds) always answers first; Prefect failing the run is the last resort when nothing sweeps
 SUSPEND_GRACE_S = 300
 GATE_KEY = "gate"
-
-
-def scope(request: ActionRequest) -> str:
-    """What an approval approves: the action, its target and its exact parameters. Codes and
-    pause keys are bound to it, so an answer never carries over to a different act (say, a
-    rerun that would now roll back to another deployment)."""
-    params = json.dumps(request.params, sort_keys=True, default=str)
-    digest = hashlib.sha256(f"{request.target}|{params}".encode()).hexdigest()[:16]
-    return f"{request.action}|{digest}"
 
 
 async def _record(
@@ -131,25 +113,86 @@ async def _load(run_id: str, pause_key: str) -> dict[str, Any] | None:
         return await cur.fetchone()
 
 
+def gate_problem(policy: Policy, request: ActionRequest) -> str | None:
+    """A configuration that cannot give a valid approval: fail closed (not approved, paged)
+    instead of asking anyone through a channel that is not theirs."""
+    needed = approvals_needed(policy, request)
+    eligible = [
+        a
+        for a in policy.approvers
+        if not request.requested_by or a.lower() != request.requested_by.strip().lower()
+    ]
+    if policy.require_code:
+        if (problem := secret_problem()) is not None:
+            return f"configuration error: {problem}"
+        if not policy.approvers:
+            return "the Policy requires approval codes but lists no approvers"
+        missing = [a for a in policy.approvers if a not in policy.approver_webhooks]
+        if missing:
+            return (
+                f"configuration error: approver {', '.join(missing)} has no channel of their own"
+                " (RUNBOOK_APPROVER_WEBHOOKS); codes never go to the team channel"
+            )
+    if policy.approvers and len(eligible) < needed:
+        return (
+            f"{needed} approver(s) needed besides {request.requested_by}, who asked for this run;"
+            f" the Policy lists {', '.join(policy.approvers)}"
+        )
+    return None
+
+
+async def _refuse(request: ActionRequest, why: str, run_id: str, pause_key: str) -> Approval:
+    await _decide(run_id, "rejected", None, why, pause_key)
+    get_run_logger().error("Not approved: %s", why)
+    paged = await page(
+        f"Approval for {request.action} on {request.target} impossible: {why}",
+        {"incident": request.incident_id, "key": request.idempotency_key},
+    )
+    return Approval(approved=False, reason=why, paged=paged)
+
+
+async def _refused_answer(
+    request: ActionRequest, answer: ApprovalInput, problem: str, approved_by: list[str]
+) -> Approval:
+    """An answer that tried to approve and was refused (wrong code, not on the list, the
+    requester, a repeated name) is a possible forgery: page it. A plain rejection is not."""
+    paged = False
+    if answer.approve:
+        paged = await page(
+            f"Refused an approval of {request.action} on {request.target}: {problem}",
+            {"incident": request.incident_id, "key": request.idempotency_key},
+        )
+    return Approval(approved=False, approvers=approved_by, reason=problem, paged=paged)
+
+
 async def _send_codes(
     policy: Policy,
-    slack: Slack,
     request: ActionRequest,
     run_id: str,
     expires_at: datetime,
     link: str,
-) -> None:
+) -> list[str]:
+    """Each approver's code to their own channel only; returns who could not be reached."""
     secret = approval_secret()
+    unreachable = []
     for name in policy.approvers:
-        code = one_time_code(secret, run_id, scope(request), name, expires_at)
+        if request.requested_by and name.lower() == request.requested_by.strip().lower():
+            continue  # they asked for this run: they get no code
         hook = policy.approver_webhooks.get(name)
-        target = Slack(webhook_url=hook) if hook is not None else slack
-        await send_slack(
-            target,
-            f"{name}: your one-time approval code for {request.action} on {request.target} "
-            f"(incident {request.incident_id}) is {code}. It expires "
-            f"{expires_at:%H:%M:%S} UTC. Approve at {link}",
-        )
+        if hook is None:
+            unreachable.append(name)
+            continue
+        code = one_time_code(secret, run_id, scope(request), name, expires_at)
+        try:
+            await send_slack(
+                Slack(webhook_url=hook),
+                f"{name}: your one-time approval code for {request.action} on {request.target} "
+                f"(incident {request.incident_id}) is {code}. It expires "
+                f"{expires_at:%H:%M:%S} UTC. Approve at {link}",
+            )
+        except RunbookError:
+            unreachable.append(name)
+    return unreachable
 
 
 @flow(name="approval-gate", log_prints=False)
@@ -162,16 +205,14 @@ async def approval_gate(request: ActionRequest) -> Approval:
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     run_id = str(ctx.flow_run.id)
-    policy, slack = await Policy.resolve(), await Slack.resolve()
+    policy = await Policy.resolve()
     needed = approvals_needed(policy, request)
     form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
     link = ui_link(run_id)
     approved_by: list[str] = []
     reasons: list[str] = []
-    if policy.require_code and not policy.approvers:
-        why = "the Policy requires approval codes but lists no approvers"
-        await _decide(run_id, "rejected", None, why)
-        return Approval(approved=False, reason=why)
+    if (why := gate_problem(policy, request)) is not None:
+        return await _refuse(request, why, run_id, GATE_KEY)
 
     for number in range(1, needed + 1):
         expires_at = (datetime.now(UTC) + timedelta(seconds=policy.approval_timeout_s)).replace(
@@ -187,7 +228,7 @@ async def approval_gate(request: ActionRequest) -> Approval:
         )
         summary = f"{request.action} on {request.target}: {request.reason}"
         await _record(run_id, request, summary, link, expires_at)
-        await _announce(policy, slack, request, run_id, link, expires_at, number, needed)
+        await _announce(policy, request, run_id, link, expires_at, number, needed)
         logger.info("Waiting for approval %d/%d of %s", number, needed, request.action)
         answer = await apause_flow_run(
             wait_for_input=form.with_initial_data(description=description),
@@ -199,7 +240,7 @@ async def approval_gate(request: ActionRequest) -> Approval:
         if problem is not None:
             await _decide(run_id, "rejected", answer.approver, problem)
             logger.warning("Not approved: %s", problem)
-            return Approval(approved=False, approvers=approved_by, reason=problem)
+            return await _refused_answer(request, answer, problem, approved_by)
         approved_by.append(answer.approver.strip())
         reasons.append(f"{answer.approver.strip()}: {answer.reason or 'no reason given'}")
         await _decide(run_id, "approved", answer.approver, answer.reason)
@@ -228,12 +269,17 @@ def judge(
             expires_at,
             answered_at,
         )
-    return check_answer(answer, allowed=policy.approvers, already=already, code_ok=code_ok)
+    return check_answer(
+        answer,
+        allowed=policy.approvers,
+        already=already,
+        code_ok=code_ok,
+        requested_by=request.requested_by,
+    )
 
 
 async def _announce(
     policy: Policy,
-    slack: Slack,
     request: ActionRequest,
     run_id: str,
     link: str,
@@ -241,15 +287,30 @@ async def _announce(
     number: int,
     needed: int,
 ) -> None:
-    """Codes to each approver's channel, then the team's Slack message with the UI link."""
-    if policy.require_code:
-        await _send_codes(policy, slack, request, run_id, expires_at, link)
-    await send_slack(
-        slack,
+    """Codes to each approver's own channel, then the team's Slack message with the UI link.
+    Never raises: a channel that fails is replaced by a page (the request reaches PagerDuty
+    within seconds) and the act keeps waiting for a valid answer."""
+    unreachable = (
+        await _send_codes(policy, request, run_id, expires_at, link) if policy.require_code else []
+    )
+    text = (
         f":warning: Approval needed ({number}/{needed}) for *{request.action}* on "
         f"`{request.target}` — incident {request.incident_id}. Why: {request.reason}. "
         f"Expires {expires_at:%H:%M:%S} UTC. Open {link} → Resume "
-        f"(or `runbook approve {run_id} --approver NAME --code CODE --reason TEXT`).",
+        f"(or `runbook approve {run_id} --approver NAME --code CODE --reason TEXT`)."
+    )
+    team_told = await notify(text)
+    if team_told and not unreachable:
+        return
+    problems = []
+    if not team_told:
+        problems.append("Slack did not take the approval request")
+    if unreachable:
+        problems.append(f"no code could be delivered to {', '.join(unreachable)}")
+    await page(
+        f"Approval needed for {request.action} on {request.target} "
+        f"(incident {request.incident_id}): {'; '.join(problems)}. Open {link}",
+        {"incident": request.incident_id, "key": request.idempotency_key, "link": link},
     )
 
 
@@ -288,17 +349,15 @@ async def suspended_gate(request: ActionRequest) -> Approval:
     ctx = FlowRunContext.get()
     assert ctx is not None and ctx.flow_run is not None
     run_id = str(ctx.flow_run.id)
-    policy, slack = await Policy.resolve(), await Slack.resolve()
+    policy = await Policy.resolve()
     needed = approvals_needed(policy, request)
     form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
     link = ui_link(run_id)
     digest = hashlib.sha256(f"{request.idempotency_key}|{scope(request)}".encode()).hexdigest()[:16]
     approved_by: list[str] = []
     reasons: list[str] = []
-    if policy.require_code and not policy.approvers:
-        return Approval(
-            approved=False, reason="the Policy requires approval codes but lists no approvers"
-        )
+    if (why := gate_problem(policy, request)) is not None:
+        return await _refuse(request, why, run_id, f"approval-{digest}-1")
     for number in range(1, needed + 1):
         pause_key = f"approval-{digest}-{number}"
         row = await _load(run_id, pause_key)
@@ -318,8 +377,7 @@ async def suspended_gate(request: ActionRequest) -> Approval:
                 microsecond=0
             )
             summary = f"{request.action} on {request.target}: {request.reason}"
-            # announce first: a failed Slack call is retried with the row still unwritten
-            await _announce(policy, slack, request, run_id, link, expires_at, number, needed)
+            await _announce(policy, request, run_id, link, expires_at, number, needed)
             await _record(
                 run_id, request, summary, link, expires_at, pause_key=pause_key, mode="suspend"
             )
@@ -356,7 +414,7 @@ async def suspended_gate(request: ActionRequest) -> Approval:
         if problem is not None:
             await _decide(run_id, "rejected", answer.approver, problem, pause_key)
             logger.warning("Not approved: %s", problem)
-            return Approval(approved=False, approvers=approved_by, reason=problem)
+            return await _refused_answer(request, answer, problem, approved_by)
         approved_by.append(answer.approver.strip())
         reasons.append(f"{answer.approver.strip()}: {answer.reason or 'no reason given'}")
         await _decide(run_id, "approved", answer.approver.strip(), answer.reason, pause_key)

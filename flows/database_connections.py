@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, Policy, Railway, Rds, SupportApi
 from flows.incident import IncidentRun, RemediationResult
+from flows.notifications import page_failed_run
 from flows.platform_acts import set_variable, variable_is
 from runbook.domain import Status
 from runbook.errors import RunbookError
@@ -130,7 +131,12 @@ async def observe(
     return signals, evidence
 
 
-@flow(name="database-connections", log_prints=False)
+@flow(
+    name="database-connections",
+    log_prints=False,
+    on_failure=[page_failed_run],
+    on_crashed=[page_failed_run],
+)
 async def database_connections(
     incident_id: str | None = None, dry_run: bool = False, verify_window_s: float = 60.0
 ) -> RemediationResult:

@@ -17,6 +17,7 @@ from blocks.app_database import AppDatabase
 from blocks.app_redis import AppRedis
 from blocks.policy import Policy
 from blocks.support_api import SupportApi
+from flows.notifications import page_failed_run
 from runbook.domain import CheckResult, HealthReport
 from tasks import postgres, redis, support_api
 
@@ -62,7 +63,12 @@ async def load_targets() -> tuple[SupportApi, AppDatabase, AppRedis, Policy]:
     return api, db, cache, policy
 
 
-@flow(name="health-check", log_prints=False)
+@flow(
+    name="health-check",
+    log_prints=False,
+    on_failure=[page_failed_run],
+    on_crashed=[page_failed_run],
+)
 async def health_check(dry_run: bool = False) -> HealthReport:
     """Runbook "Health Checks": API /health, /health/ready and response time; Postgres
     connections, states, slow statements, table sizes; Redis ping, memory, keys and latency.

@@ -16,6 +16,7 @@ from blocks import AppDatabase, LangSmith, Railway, StatusPages
 from blocks.policy import Policy
 from flows.database_connections import database_connections
 from flows.incident import IncidentRun, RemediationResult, VerifySince
+from flows.notifications import page_failed_run
 from flows.platform_acts import rolled_back_to, set_variable, variable_is
 from runbook.domain import Status, classify
 from runbook.errors import RunbookError
@@ -232,7 +233,12 @@ async def error_rate_since(
     return (await app_metrics.get_error_rate(db, window)).rate_pct
 
 
-@flow(name="high-error-rate", log_prints=False)
+@flow(
+    name="high-error-rate",
+    log_prints=False,
+    on_failure=[page_failed_run],
+    on_crashed=[page_failed_run],
+)
 async def high_error_rate(
     incident_id: str | None = None, dry_run: bool = False, verify_window_s: float = 90.0
 ) -> RemediationResult:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
 from blocks.policy import Policy
 from flows.incident import IncidentRun, RemediationResult
+from flows.notifications import page_failed_run
 from flows.platform_acts import set_variable, variable_is
 from runbook import ledger, opsdb
 from runbook.domain import Status, classify
@@ -164,7 +165,12 @@ async def observe(
     return signals, evidence
 
 
-@flow(name="high-latency", log_prints=False)
+@flow(
+    name="high-latency",
+    log_prints=False,
+    on_failure=[page_failed_run],
+    on_crashed=[page_failed_run],
+)
 async def high_latency(
     incident_id: str | None = None, dry_run: bool = False, verify_window_s: float = 90.0
 ) -> RemediationResult:

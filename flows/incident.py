@@ -19,15 +19,18 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
 from blocks.policy import Policy
-from flows.approval import request_approval, ui_link
-from flows.notifications import notify, page
+from flows.approval import request_approval
+from flows.notifications import notify, page, ui_link
 from runbook import incidents, opsdb, timeline
 from runbook.actions import ActionRequest
 from runbook.safety import Act, ActOutcome, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
+from runbook.settings import get_settings
 from runbook.verify import Undo, verify_or_undo
 
 VerifySince = Callable[[float], Awaitable[tuple[bool, str]]]
+# decisions that mean "nothing to do": a scheduled run ending in one of them posts nothing
+QUIET_DECISIONS = frozenset({"none", "healthy", "ok", "nothing", "no_action", "stay"})
 
 
 class RemediationResult(BaseModel):
@@ -63,6 +66,8 @@ class IncidentRun:
         self.first_action_s: float | None = None
         self.outcomes: list[ActOutcome] = []
         self.resolved_before_start = False
+        self.from_incident = False  # opened by the intake (an alert), not a manual/scheduled run
+        self.requested_by = get_settings().requested_by
         ctx = FlowRunContext.get()
         self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
         # run as another flow's subflow: the parent reports to Slack and closes the timeline
@@ -84,14 +89,23 @@ class IncidentRun:
             incident_id = f"manual-{uuid.uuid4().hex[:12]}"
         run = cls(flow, incident_id, title, dry_run, policy)
         run.resolved_before_start = resolved
+        run.from_incident = not incident_id.startswith("manual-")
+        for problem in policy.problems:  # a block document refused: we run on the floor
+            await page(
+                f"Runbook Policy block refused, running on the environment's floor: {problem}",
+                {"key": f"policy-refused:{get_settings().environment}", "flow": flow},
+            )
         if await run._waited_for_approval():
             # a suspended run rerunning after its approval answer: the flow checks again
             await timeline.note(
                 incident_id, "resumed", f"{flow} resumed after an approval answer; re-checking"
             )
             return run
+        who = f" (asked for by {run.requested_by})" if run.requested_by else ""
         await timeline.note(
-            incident_id, "seen", f"{flow} started for: {title}" + (" (dry run)" if dry_run else "")
+            incident_id,
+            "seen",
+            f"{flow} started for: {title}{who}" + (" (dry run)" if dry_run else ""),
         )
         return run
 
@@ -135,6 +149,7 @@ class IncidentRun:
         await timeline.note(self.incident_id, kind, summary)
 
     def request(self, action: str, target: str, **fields: Any) -> ActionRequest:
+        fields.setdefault("requested_by", self.requested_by)
         return ActionRequest(incident_id=self.incident_id, action=action, target=target, **fields)
 
     async def act(
@@ -180,13 +195,17 @@ class IncidentRun:
         not help), then finish. `verify(acted_at)` gets the event-loop time of the act."""
         outcome = await self.act(request, act=act, reconcile=reconcile, still_needed=still_needed)
         if outcome.status != "done":
-            if outcome.status == "rejected" and not outcome.paged:
-                await self.escalate(f"{request.action} not approved ({outcome.detail})")
+            if outcome.status in {"rejected", "held", "refused", "failed"} and not outcome.paged:
+                await self.escalate(
+                    f"{request.action} on {request.target} {outcome.status}: {outcome.detail}"
+                )
+            # say what happened, not what was planned ("rolled back to …" only when it was)
             return await self.finish(
                 decision,
                 why,
                 verified=None,
-                summary=f"{describe}: {outcome.status} ({outcome.detail or 'no change'})",
+                summary=f"NOT done — {request.action} on {request.target} "
+                f"{outcome.status}: {outcome.detail or 'no change'}",
             )
         if verify is None:
             return await self.finish(decision, why, verified=None, summary=f"{describe}: done")
@@ -204,9 +223,13 @@ class IncidentRun:
             decision, why, verified=checked.verified, summary=f"{describe}; {checked.detail}"
         )
 
-    async def escalate(self, summary: str) -> None:
-        await page(summary, {"incident": self.incident_id, "flow": self.flow})
-        await timeline.note(self.incident_id, "escalated", summary)
+    async def escalate(self, summary: str) -> bool:
+        """Page the on-call engineer (Slack if PagerDuty fails); True when PagerDuty took it."""
+        paged = await page(summary, {"incident": self.incident_id, "flow": self.flow})
+        await timeline.note(
+            self.incident_id, "escalated", summary + ("" if paged else " (page NOT accepted)")
+        )
+        return paged
 
     async def finish(
         self, decision: str, why: str, *, verified: bool | None, summary: str
@@ -220,7 +243,10 @@ class IncidentRun:
         await timeline.note(self.incident_id, kind, f"{decision} ({state}): {summary}")
         await timeline.publish(self.incident_id, f"{self.flow}: {self.title}")
         prefix = "[dry run] " if self.dry_run else ""
-        if not self.nested:
+        # a scheduled or manual run that found nothing to do says nothing (no Slack noise);
+        # an alert's incident, any act and any escalation always report
+        quiet = not self.from_incident and not self.outcomes and decision in QUIET_DECISIONS
+        if not self.nested and not quiet:
             await notify(
                 f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. {summary} "
                 f"Timeline: {link}"

@@ -4,6 +4,7 @@ a human for quota or key problems; and switching back once the primary is health
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from prefect import flow
@@ -12,7 +13,9 @@ from pydantic import BaseModel, ConfigDict
 from blocks import LangSmith, LlmProbe, Railway, StatusPages
 from blocks.policy import Policy
 from flows.incident import IncidentRun, RemediationResult
+from flows.notifications import page_failed_run
 from flows.platform_acts import set_variable, variable_is
+from runbook import ledger, opsdb
 from runbook.errors import NotAuthorized, RunbookError
 from tasks import langsmith, llm, railway, status_pages
 
@@ -157,6 +160,27 @@ async def observe(
     return signals, evidence
 
 
+def restore_hold(last_switch_age_s: float | None, min_interval_s: float) -> str | None:
+    """Hysteresis: why a switch back to the primary must wait (None when it may go now).
+    Switching *to* the fallback is never held (users are failing); switching back is, for
+    `model_switch_min_interval_s` after the last switch to the fallback, so a primary that
+    recovers for a moment does not make the platform flap between models."""
+    if last_switch_age_s is not None and last_switch_age_s < min_interval_s:
+        return (
+            f"switched to the fallback {last_switch_age_s:.0f} s ago; switching back waits"
+            f" {min_interval_s:.0f} s (no flapping between models)"
+        )
+    return None
+
+
+async def last_switch_age_s(target: str) -> float | None:
+    async with await opsdb.connect() as conn:
+        last = await ledger.last_done(conn, "switch_model", target)
+    if last is None:
+        return None
+    return (datetime.now(UTC) - last.updated_at).total_seconds()
+
+
 async def primary_stays_healthy(client: LlmProbe, seconds: float, every: float = 5.0) -> bool:
     """The primary answered every probe for `seconds` (the Policy's restore duration)."""
     deadline = asyncio.get_running_loop().time() + seconds
@@ -168,7 +192,12 @@ async def primary_stays_healthy(client: LlmProbe, seconds: float, every: float =
         await asyncio.sleep(every)
 
 
-@flow(name="llm-provider", log_prints=False)
+@flow(
+    name="llm-provider",
+    log_prints=False,
+    on_failure=[page_failed_run],
+    on_crashed=[page_failed_run],
+)
 async def llm_provider(
     incident_id: str | None = None, dry_run: bool = False, restore_healthy_s: float | None = None
 ) -> RemediationResult:
@@ -219,13 +248,21 @@ async def llm_provider(
             decision.act,
             decision.why,
             verified=verified,
-            summary=f"DEFAULT_MODEL → {fallback} ({outcome.status}). It is switched back once "
-            f"the primary is healthy for {policy.llm_restore_healthy_s} s (llm-provider runs).",
+            summary=(
+                f"DEFAULT_MODEL → {fallback}. It is switched back once the primary is healthy"
+                f" for {policy.llm_restore_healthy_s} s (llm-provider runs)."
+                if outcome.status in {"done", "already_done"}
+                else f"DEFAULT_MODEL NOT switched to {fallback}: {outcome.status}"
+                f" ({outcome.detail or 'no change'})"
+            ),
         )
     if decision.act == "page":
         await run.escalate(f"LLM provider: {decision.why}")
         return await run.finish(decision.act, decision.why, verified=None, summary=decision.why)
     if decision.act == "restore":
+        hold = restore_hold(await last_switch_age_s(target), policy.model_switch_min_interval_s)
+        if hold is not None:
+            return await run.finish("none", hold, verified=None, summary=hold)
         wait = policy.llm_restore_healthy_s if restore_healthy_s is None else restore_healthy_s
         if not await primary_stays_healthy(probe_block, wait):
             return await run.finish(
@@ -250,6 +287,9 @@ async def llm_provider(
             decision.act,
             decision.why,
             verified=outcome.status == "done",
-            summary=f"DEFAULT_MODEL restored to {primary} ({outcome.status})",
+            summary=f"DEFAULT_MODEL restored to {primary}"
+            if outcome.status in {"done", "already_done"}
+            else f"DEFAULT_MODEL NOT restored to {primary}: {outcome.status}"
+            f" ({outcome.detail or 'no change'})",
         )
     return await run.finish(decision.act, decision.why, verified=True, summary=decision.why)

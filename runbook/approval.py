@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 from datetime import datetime
@@ -18,6 +19,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from runbook.actions import ActionRequest
+from runbook.errors import ConfigurationError
 from runbook.settings import get_settings
 
 
@@ -35,18 +37,61 @@ class CodedApprovalInput(ApprovalInput):
     code: str = Field("", description="The one-time code sent to you (Slack / PagerDuty)")
 
 
+MIN_SECRET_BYTES = 32
+
+
+def secret_problem() -> str | None:
+    """Why this process may not use approval codes (None when it may): outside the demo
+    `RUNBOOK_APPROVAL_SECRET` must be set and at least 32 bytes."""
+    settings = get_settings()
+    configured = settings.approval_secret
+    if configured is None or not configured.get_secret_value():
+        if settings.demo:
+            return None
+        return (
+            "RUNBOOK_APPROVAL_SECRET is not set: approval codes need a secret of at least "
+            f"{MIN_SECRET_BYTES} bytes (e.g. `openssl rand -hex 32`)"
+        )
+    size = len(configured.get_secret_value().encode())
+    if size < MIN_SECRET_BYTES:
+        return f"RUNBOOK_APPROVAL_SECRET is {size} bytes; it must be at least {MIN_SECRET_BYTES}"
+    return None
+
+
 def approval_secret() -> bytes:
-    """`RUNBOOK_APPROVAL_SECRET`, else a random secret kept in `$RUNBOOK_HOME` (mode 0600)."""
+    """`RUNBOOK_APPROVAL_SECRET`; in the demo only, a random secret kept in `$RUNBOOK_HOME`
+    (mode 0600, written atomically so concurrent first uses agree on one secret)."""
+    problem = secret_problem()
+    if problem is not None:
+        raise ConfigurationError(problem)
     configured = get_settings().approval_secret
-    if configured is not None:
+    if configured is not None and configured.get_secret_value():
         return configured.get_secret_value().encode()
     path = Path(get_settings().home).expanduser() / "approval-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".approval-secret.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process won the race: use theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
     return path.read_text().strip().encode()
+
+
+def scope(request: ActionRequest) -> str:
+    """What an approval approves: the action, its target and its exact parameters. Codes, pause
+    keys and the ledger's approval are bound to it, so an answer never carries over to a
+    different act (say, a rerun that would now roll back to another deployment)."""
+    params = json.dumps(request.params, sort_keys=True, default=str)
+    digest = hashlib.sha256(f"{request.target}|{params}".encode()).hexdigest()[:16]
+    return f"{request.action}|{digest}"
 
 
 def one_time_code(
@@ -83,6 +128,7 @@ def check_answer(
     allowed: list[str],
     already: list[str],
     code_ok: bool | None,
+    requested_by: str | None = None,
 ) -> str | None:
     """Why this answer does not count as an approval (None when it does)."""
     name = answer.approver.strip()
@@ -90,6 +136,8 @@ def check_answer(
         return f"rejected by {name or 'an operator'}: {answer.reason or 'no reason given'}"
     if not name:
         return "approval without an approver name"
+    if requested_by and name.lower() == requested_by.strip().lower():
+        return f"{name} asked for this run and cannot approve its own act"
     if allowed and name.lower() not in {a.lower() for a in allowed}:
         return f"{name} is not on the Policy's approver list"
     if name.lower() in {a.lower() for a in already}:

@@ -1,4 +1,5 @@
-"""The approval sweeper: answers "timed out" for suspended runs nobody approved in time.
+"""The approval sweeper: answers "timed out" for suspended runs nobody approved in time, and
+retries notifications whose first delivery failed (the durable outbox).
 
 A suspended run has no process that could notice its approval expiring, and Prefect's own pause
 timeout would just fail the run. So `runbook serve` (or `runbook sweep`, next to workers) looks
@@ -19,7 +20,7 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import ObjectNotFound
 
 from flows.approval import TIMEOUT_APPROVER
-from flows.notifications import page
+from flows.notifications import flush_outbox, page
 from runbook import opsdb
 
 log = logging.getLogger("runbook.approvals")
@@ -89,10 +90,15 @@ async def sweep_once() -> list[str]:
 
 
 async def run_sweeper(interval_s: float) -> None:
-    """Sweep forever; a failed sweep (database or Prefect unreachable) is retried next time."""
+    """Sweep forever, and retry undelivered notifications (the outbox); a failed sweep
+    (database or Prefect unreachable) is retried next time."""
     while True:
         try:
             await sweep_once()
         except Exception as exc:
             log.warning("approval sweep failed (retrying): %s: %s", type(exc).__name__, exc)
+        try:
+            await flush_outbox()
+        except Exception as exc:
+            log.warning("notification outbox flush failed: %s", type(exc).__name__)
         await asyncio.sleep(interval_s)

@@ -116,9 +116,19 @@ def run(
     flow_name: str = typer.Argument(..., metavar="FLOW", help="e.g. health-check"),
     dry_run: bool = typer.Option(False, "--dry-run", help="decide and plan, change nothing"),
     param: list[str] = typer.Option([], "--param", help="flow parameter key=value (repeatable)"),
+    requested_by: str = typer.Option(
+        "", "--as", help="who asks for this run (default: your login); they cannot approve it"
+    ),
 ) -> None:
     """Run one runbook flow now, in this process, against the Prefect API."""
+    import getpass
+    import os
+
     from flows.registry import load_flow
+    from runbook.settings import get_settings
+
+    os.environ["RUNBOOK_REQUESTED_BY"] = requested_by.strip() or getpass.getuser()
+    get_settings.cache_clear()
 
     try:
         flow_obj = load_flow(flow_name)
@@ -180,9 +190,31 @@ def demo(
     raise typer.Exit(code)
 
 
+_INSECURE = typer.Option(
+    False,
+    "--insecure-prefect-api",
+    help="start even though the Prefect API is off this machine and has no auth",
+)
+
+
+def refuse_untrusted_start(insecure_prefect_api: bool, *, acting: bool) -> None:
+    """The trust boundary at start-up (docs/approvals.md): a Prefect API reachable without
+    credentials, a short approval secret, an approver without a channel → one line, exit 64."""
+    from runbook.settings import get_settings
+    from runbook.trust import acting_process_problems, current_prefect_api_problem
+
+    problems = [] if insecure_prefect_api else [current_prefect_api_problem()]
+    if acting:
+        problems += acting_process_problems(get_settings())
+    for problem in problems:
+        if problem:
+            raise fail(f"refusing to start: {problem}")
+
+
 @app.command()
 def serve(
     no_schedules: bool = typer.Option(False, "--no-schedules", help="alerts and operators only"),
+    insecure_prefect_api: bool = _INSECURE,
 ) -> None:
     """Serve every runbook flow as a deployment ("<flow>/runbook") from this process."""
     from prefect.settings import PREFECT_API_URL
@@ -191,12 +223,14 @@ def serve(
 
     if not PREFECT_API_URL.value():
         raise fail("PREFECT_API_URL is not set: serving needs a running Prefect server")
+    refuse_untrusted_start(insecure_prefect_api, acting=True)
     asyncio.run(serve_all(with_schedules=not no_schedules))
 
 
 @app.command()
 def sweep(
     every: float = typer.Option(0, "--every", help="repeat every N seconds (0: sweep once)"),
+    insecure_prefect_api: bool = _INSECURE,
 ) -> None:
     """Time out expired approvals of suspended runs (`runbook serve` does this by itself; run it
     next to work-pool workers)."""
@@ -206,6 +240,7 @@ def sweep(
 
     if not PREFECT_API_URL.value():
         raise fail("PREFECT_API_URL is not set: sweeping needs a running Prefect server")
+    refuse_untrusted_start(insecure_prefect_api, acting=True)
     if every > 0:
         asyncio.run(run_sweeper(every))
         return
@@ -217,21 +252,27 @@ def sweep(
 def intake(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
     port: int = typer.Option(8080, help="port to bind"),
+    insecure_prefect_api: bool = _INSECURE,
 ) -> None:
     """Serve the alert intake (webhooks from Alertmanager, Grafana, Sentry, PagerDuty, …)."""
     from intake.cli import run
 
+    refuse_untrusted_start(insecure_prefect_api, acting=False)
     run(host, port)
 
 
 def _mount_subcommands() -> None:
     from runbook.cli_approvals import approvals, approve, reject
     from runbook.cli_blocks import app as blocks_app
+    from runbook.cli_safety import pause, resume, status
     from sandbox.cli import app as sandbox_app
 
     app.command()(approvals)
     app.command()(approve)
     app.command()(reject)
+    app.command()(pause)
+    app.command()(resume)
+    app.command()(status)
     app.add_typer(sandbox_app, name="sandbox")
     app.add_typer(blocks_app, name="blocks")
 

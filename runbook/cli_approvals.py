@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
-from runbook import opsdb
+from runbook import killswitch, opsdb
 
 console = Console()
 
@@ -35,6 +35,11 @@ async def waiting() -> list[dict[str, Any]]:
             " ORDER BY requested_at"
         )
         return list(await cur.fetchall())
+
+
+async def _pauses() -> list[killswitch.Pause]:
+    async with await opsdb.connect() as conn:
+        return await killswitch.all_pauses(conn)
 
 
 async def resolve_run(run: str) -> UUID:
@@ -73,11 +78,15 @@ async def answer(run: str, run_input: dict[str, Any]) -> str:
 def approvals() -> None:
     """List approvals waiting for a human: what each wants to do, since when, and where."""
     from runbook.cli import fail
+    from runbook.cli_safety import pause_lines
 
     try:
         rows = asyncio.run(waiting())
+        pauses = asyncio.run(_pauses())
     except Exception as exc:
         raise fail(f"cannot read approvals from the ops database: {exc}", 1) from None
+    for line in pause_lines(pauses):
+        console.print(f"[bold red]{line}[/] — approved acts are held until `runbook resume`")
     if not rows:
         console.print("no approvals waiting")
         return

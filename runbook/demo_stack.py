@@ -4,6 +4,7 @@ stopped by `stop()` (only what this stack started, by PID/process group)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -63,8 +64,17 @@ class Stack:
             "RUNBOOK_HOME": str(self.home),
             "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
             "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,
+            "RUNBOOK_DEMO": "1",
             "RUNBOOK_APPROVERS": "oncall",
-            "RUNBOOK_APPROVAL_SECRET": secrets.token_hex(16),
+            # oncall's own channel for one-time codes (the sandbox's Slack fake)
+            "RUNBOOK_APPROVER_WEBHOOKS": json.dumps(
+                {"oncall": self.sandbox.env["RUNBOOK_SLACK_WEBHOOK_URL"]}
+            ),
+            "RUNBOOK_APPROVAL_SECRET": secrets.token_hex(32),
+            # a game day acts on one target many times an hour, and restores the primary model
+            # right after its scenario (production: 6 mutations/h, 300 s between model switches)
+            "RUNBOOK_MUTATION_BUDGET_PER_HOUR": "100",
+            "RUNBOOK_MODEL_SWITCH_MIN_INTERVAL_S": "0",
             "RUNBOOK_APPROVAL_POLL_S": "1",
             "RUNBOOK_INTAKE_DISPATCH_POLL_S": "0.5",
             # scenarios follow each other within seconds: a new alert after a resolved one is a

@@ -39,6 +39,8 @@ class LedgerEntry(BaseModel):
     attempts: int
     created_at: datetime
     updated_at: datetime
+    approved_scope: str | None = None
+    approved_at: datetime | None = None
 
 
 class TimelineEvent(BaseModel):
@@ -105,28 +107,53 @@ async def mark(
     approvers: list[str] | None = None,
     verified: bool | None = None,
     count_attempt: bool = False,
+    approved_scope: str | None = None,
 ) -> None:
-    # a "did not act" verdict (rejected, refused, skipped, approved) from one run must never
+    """Set the entry's status. An approval records what it approved (`approved_scope`) and
+    when; any other status clears both, so an approval is never reused after the entry moved on."""
+    # a "did not act" verdict (rejected, refused, skipped, approved, held) from one run must never
     # overwrite what another run of the same incident already did or is doing
     guard = (
         " AND status NOT IN ('done', 'undone', 'started')"
-        if status in {"rejected", "refused", "skipped", "approved"}
+        if status in {"rejected", "refused", "skipped", "approved", "held"}
         else ""
     )
+    if status == "approved":
+        scope_sql = ", approved_scope = %s, approved_at = now()"
+        scope_args: tuple[Any, ...] = (approved_scope,)
+    elif status in {"started", "done", "undone"}:
+        scope_sql, scope_args = "", ()  # the act keeps the approval it ran under
+    else:
+        scope_sql, scope_args = ", approved_scope = NULL, approved_at = NULL", ()
     await conn.execute(
         "UPDATE runbook.actions SET status = %s, updated_at = now(),"
         " outcome = COALESCE(%s, outcome), approvers = COALESCE(%s, approvers),"
         " verified = COALESCE(%s, verified), attempts = attempts + %s"
-        " WHERE idempotency_key = %s" + guard,
+        + scope_sql
+        + " WHERE idempotency_key = %s"
+        + guard,
         (
             status,
             json.dumps(outcome) if outcome is not None else None,
             approvers,
             verified,
             1 if count_attempt else 0,
+            *scope_args,
             key,
         ),
     )
+
+
+async def mutations_done_last_hour(conn: Conn, target: str) -> int:
+    """How many mutating acts (safe or destructive) ran on `target` in the last hour."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM runbook.actions WHERE target = %s AND action_class <> 'read'"
+        " AND status IN ('done', 'started', 'undone') AND NOT dry_run"
+        " AND updated_at > now() - interval '1 hour'",
+        (target,),
+    )
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 async def destructive_done_last_hour(conn: Conn, target: str) -> int:

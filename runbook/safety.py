@@ -1,24 +1,32 @@
-"""Perform one act safely: dry-run, exactly once, budget, approval, re-check, per-target limit.
+"""Perform one act safely: dry-run, exactly once, kill switch, budgets, approval, re-check, locks.
 
     perform(request, act=…, reconcile=…, still_needed=…)
 
 1. dry run → ledger `planned`, nothing else (the platform sees zero mutations);
 2. already `done` for this incident+action+target → return it, never again;
-3. destructive and the hourly budget for the target is spent → `refused`, page a human;
-4. needs approval → `approve()` (flows.approval: a deployment run suspends, other runs pause in
-   the approval-gate subflow; a timeout = not approved, paged);
-   after approval, `still_needed()` re-checks the symptom: gone → `skipped`;
-5. a Prefect global concurrency limit per target (destructive) and the ledger's advisory lock;
-   under the lock a `started` entry (crash between call and record) is reconciled by reading the
-   platform (`reconcile(params first recorded)`) before acting again;
-6. `started` → act → `done` (or `failed` on a permanent error).
+3. the kill switch (`runbook pause`) covers the target → `held`, page;
+4. a mutating act over the target's hourly budget (every mutation; destructive ones also have
+   their own, smaller budget) → `refused`, page a human;
+5. needs approval → `approve()` (flows.approval: a deployment run suspends, other runs pause in
+   the approval-gate subflow; a timeout = not approved, paged). An approval recorded earlier is
+   reused only for the identical scope (action, target, parameters) and while fresh (Policy
+   `approval_valid_s`). After approval `still_needed()` re-checks the symptom: gone → `skipped`;
+6. a Prefect global concurrency limit per target (destructive) and the ledger's advisory lock;
+   under them the kill switch and budget are read again right before the act, and a `started`
+   entry (crash between call and record) is reconciled by reading the platform first (with the
+   parameters it was started with); not there and this run's parameters differ → refuse, page;
+7. `started` → act → `done` (or `failed` on a permanent error). A mutation whose answer was lost
+   (`OutcomeUnknown`, a timeout) is never re-sent blind: the platform is read at once (reconcile)
+   → `done` if it happened, else it stays `started`, fails this run and pages.
+No connection to the ops database is held while a human decides.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -29,9 +37,10 @@ from prefect.exceptions import ObjectAlreadyExists
 from pydantic import BaseModel
 
 from blocks.policy import Policy
-from runbook import ledger, opsdb
+from runbook import killswitch, ledger, opsdb
 from runbook.actions import ActionClass, ActionRequest, action_class, needs_approval
-from runbook.errors import PermanentError, TransientError
+from runbook.approval import scope
+from runbook.errors import OutcomeUnknown, PermanentError
 
 FINAL = frozenset({"done", "undone"})  # an act that happened: never again for this incident
 LEASE_S = 60.0  # the shortest lease Prefect's server accepts
@@ -40,7 +49,7 @@ Act = Callable[[], Awaitable[dict[str, Any]]]
 Probe = Callable[[], Awaitable[bool]]
 Reconcile = Callable[[dict[str, Any]], Awaitable[bool]]  # gets the params first recorded
 Approver = Callable[[ActionRequest], Awaitable["Approval"]]
-Pager = Callable[[str, dict[str, Any]], Awaitable[None]]
+Pager = Callable[[str, dict[str, Any]], Awaitable[bool | None]]
 
 
 class Approval(BaseModel):
@@ -48,6 +57,7 @@ class Approval(BaseModel):
     approvers: list[str] = []
     reason: str = ""
     timed_out: bool = False
+    paged: bool = False  # the gate already paged a human about this answer
 
 
 class ActOutcome(BaseModel):
@@ -56,11 +66,12 @@ class ActOutcome(BaseModel):
     key: str
     action: str
     target: str
-    status: str  # planned | done | already_done | refused | rejected | skipped | failed
+    # planned | done | already_done | refused | rejected | skipped | failed | held
+    status: str
     detail: str = ""
     outcome: dict[str, Any] = {}
     approvers: list[str] = []
-    paged: bool = False  # a human was already paged about this outcome
+    paged: bool = False  # PagerDuty accepted a page about this outcome
 
     @property
     def acted(self) -> bool:
@@ -84,6 +95,92 @@ def _flow_run_id() -> str | None:
     return str(ctx.flow_run.id) if ctx and ctx.flow_run else None
 
 
+@contextlib.asynccontextmanager
+async def _db() -> AsyncIterator[ledger.Conn]:
+    async with await opsdb.connect() as conn:
+        yield conn
+
+
+async def _paged(page: Pager, summary: str, details: dict[str, Any]) -> bool:
+    return (await page(summary, details)) is not False
+
+
+class _Perform:
+    """One `perform()` call: the request, its rules and how it reports."""
+
+    def __init__(
+        self,
+        request: ActionRequest,
+        policy: Policy,
+        page: Pager,
+        reconcile: Reconcile | None,
+    ) -> None:
+        self.request = request
+        self.policy = policy
+        self.page = page
+        self.reconcile = reconcile
+        self.key = request.idempotency_key
+        self.cls = action_class(policy, request.action)
+        self.base = {"key": self.key, "action": request.action, "target": request.target}
+
+    def outcome(self, status: str, detail: str = "", **extra: Any) -> ActOutcome:
+        return ActOutcome(**self.base, status=status, detail=detail, **extra)
+
+    async def stop(
+        self, conn: ledger.Conn, status: str, why: str, approvers: list[str] | None = None
+    ) -> ActOutcome:
+        """Record a "did not act" verdict, page it, and return it."""
+        await ledger.mark(conn, self.key, status, outcome={"reason": why})
+        await ledger.event(conn, self.request.incident_id, status, why, key=self.key)
+        paged = await _paged(
+            self.page,
+            f"Runbook did not {self.request.action} on {self.request.target}: {why}",
+            {"key": self.key, "incident": self.request.incident_id},
+        )
+        return self.outcome(status, why, approvers=approvers or [], paged=paged)
+
+    async def held(
+        self, conn: ledger.Conn, approvers: list[str] | None = None
+    ) -> ActOutcome | None:
+        pause = await killswitch.active(conn, self.request.target)
+        if pause is None:
+            return None
+        covers = "all targets" if pause.target == killswitch.ALL else pause.target
+        why = (
+            f"held by the kill switch ({covers}, paused by {pause.paused_by}: {pause.reason});"
+            " `runbook resume` lifts it"
+        )
+        return await self.stop(conn, "held", why, approvers)
+
+    async def over_budget(
+        self, conn: ledger.Conn, approvers: list[str] | None = None
+    ) -> ActOutcome | None:
+        if self.cls is ActionClass.READ:
+            return None
+        target = self.request.target
+        used = await ledger.mutations_done_last_hour(conn, target)
+        limit = self.policy.mutation_budget_per_hour
+        kind = "mutating"
+        if self.cls is ActionClass.DESTRUCTIVE:
+            destructive = await ledger.destructive_done_last_hour(conn, target)
+            if destructive >= self.policy.destructive_budget_per_hour:
+                used, limit, kind = (
+                    destructive,
+                    self.policy.destructive_budget_per_hour,
+                    "destructive",
+                )
+        if used < limit:
+            return None
+        why = f"budget spent: {used} {kind} actions on {target} in the last hour (limit {limit})"
+        return await self.stop(conn, "refused", why, approvers)
+
+    def approval_reusable(self, entry: ledger.LedgerEntry) -> bool:
+        if entry.status != "approved" or entry.approved_at is None:
+            return False
+        age = (datetime.now(UTC) - entry.approved_at).total_seconds()
+        return entry.approved_scope == scope(self.request) and age <= self.policy.approval_valid_s
+
+
 async def perform(
     request: ActionRequest,
     *,
@@ -96,10 +193,9 @@ async def perform(
     still_needed: Probe | None = None,
 ) -> ActOutcome:
     """Run `act` for `request` under every rule above; see the module docstring."""
-    cls = action_class(policy, request.action)
-    key = request.idempotency_key
-    base = {"key": key, "action": request.action, "target": request.target}
-    async with await opsdb.connect() as conn:
+    run = _Perform(request, policy, page, reconcile)
+    cls, key, base = run.cls, run.key, run.base
+    async with _db() as conn:
         if dry_run:
             plan = request.model_copy(update={"incident_id": f"dry-run:{request.incident_id}"})
             await ledger.ensure(
@@ -126,22 +222,28 @@ async def perform(
                 outcome=entry.outcome or {},
                 approvers=entry.approvers,
             )
-
-        if cls is ActionClass.DESTRUCTIVE and entry.status in {"intent", "rejected", "refused"}:
-            used = await ledger.destructive_done_last_hour(conn, request.target)
-            if used >= policy.destructive_budget_per_hour:
-                why = (
-                    f"budget spent: {used} destructive actions on {request.target} in the last "
-                    f"hour (limit {policy.destructive_budget_per_hour})"
-                )
-                await ledger.mark(conn, key, "refused", outcome={"reason": why})
-                await ledger.event(conn, request.incident_id, "refused", why, key=key)
-                await page(f"Runbook stopped acting on {request.target}: {why}", {"key": key})
-                return ActOutcome(**base, status="refused", detail=why, paged=True)
-
+        if (held := await run.held(conn)) is not None:
+            return held
+        if entry.status != "started" and (spent := await run.over_budget(conn)) is not None:
+            return spent
         approvers = entry.approvers
-        if entry.status not in {"approved", "started"} and needs_approval(policy, request.action):
-            answer = await approve(request)
+        asking = (
+            entry.status != "started"
+            and needs_approval(policy, request.action)
+            and not run.approval_reusable(entry)
+        )
+        if asking and entry.status == "approved":
+            await ledger.event(
+                conn,
+                request.incident_id,
+                "approval",
+                "the earlier approval was for other parameters or has expired: asking again",
+                key=key,
+            )
+
+    if asking:  # no database connection is held while a human decides
+        answer = await approve(request)
+        async with _db() as conn:
             if not answer.approved:
                 await ledger.mark(conn, key, "rejected", outcome={"reason": answer.reason})
                 await ledger.event(
@@ -152,16 +254,19 @@ async def perform(
                     key=key,
                     detail={"timed_out": answer.timed_out},
                 )
-                paged = answer.timed_out or "did not match" in answer.reason
-                if paged:
-                    await page(
+                paged = answer.paged
+                if answer.timed_out and not paged:
+                    paged = await _paged(
+                        page,
                         f"Approval for {request.action} on {request.target} not given: "
                         f"{answer.reason}",
                         {"key": key, "incident": request.incident_id},
                     )
                 return ActOutcome(**base, status="rejected", detail=answer.reason, paged=paged)
             approvers = answer.approvers
-            await ledger.mark(conn, key, "approved", approvers=approvers)
+            await ledger.mark(
+                conn, key, "approved", approvers=approvers, approved_scope=scope(request)
+            )
             await ledger.event(
                 conn,
                 request.incident_id,
@@ -169,96 +274,91 @@ async def perform(
                 f"approved by {', '.join(approvers)}: {answer.reason}",
                 key=key,
             )
-            if still_needed is not None and not await still_needed():
-                why = "the symptom was gone when re-checked after approval"
+        if still_needed is not None and not await still_needed():
+            why = "the symptom was gone when re-checked after approval"
+            async with _db() as conn:
                 await ledger.mark(conn, key, "skipped", outcome={"reason": why})
                 await ledger.event(conn, request.incident_id, "skipped", why, key=key)
-                return ActOutcome(**base, status="skipped", detail=why, approvers=approvers)
+            return ActOutcome(**base, status="skipped", detail=why, approvers=approvers)
 
-        limit = _limit_name(request.target)
-        if cls is ActionClass.DESTRUCTIVE:
-            await _ensure_limit(limit)
-        async with await opsdb.connect() as lock_conn:
-            await ledger.lock(lock_conn, key)
+    limit = _limit_name(request.target)
+    if cls is ActionClass.DESTRUCTIVE:
+        await _ensure_limit(limit)
+    async with _db() as conn, _db() as lock_conn:
+        await ledger.lock(lock_conn, key)
+        try:
+            if cls is not ActionClass.DESTRUCTIVE:
+                return await _act_once(run, conn, act, approvers)
             try:
-                if cls is not ActionClass.DESTRUCTIVE:
-                    return await _act_once(conn, request, base, act, reconcile, approvers, page)
-                try:
-                    # the lease is renewed while we hold it; a crashed holder frees it
-                    # after at most LEASE_S (+ the server's repossessor interval)
-                    async with concurrency(
-                        limit,
-                        occupy=1,
-                        strict=True,
-                        lease_duration=LEASE_S,
-                        timeout_seconds=SLOT_WAIT_S,
-                    ):
-                        budget = policy.destructive_budget_per_hour
-                        used = await ledger.destructive_done_last_hour(conn, request.target)
-                        if used >= budget:  # another incident used it while we waited
-                            why = f"budget spent while waiting: {used} of {budget} this hour"
-                            await ledger.mark(conn, key, "refused", outcome={"reason": why})
-                            await page(
-                                f"Runbook stopped acting on {request.target}: {why}", {"key": key}
-                            )
-                            return ActOutcome(**base, status="refused", detail=why, paged=True)
-                        return await _act_once(conn, request, base, act, reconcile, approvers, page)
-                except TimeoutError:  # only the slot wait: act()'s own timeouts are re-raised
-                    why = f"another destructive action on {request.target} is still running"
-                    await ledger.event(conn, request.incident_id, "refused", why, key=key)
-                    await page(f"Runbook could not act on {request.target}: {why}", {"key": key})
-                    return ActOutcome(
-                        **base, status="refused", detail=why, approvers=approvers, paged=True
-                    )
-            finally:
-                await ledger.unlock(lock_conn, key)
+                # the lease is renewed while we hold it; a crashed holder frees it
+                # after at most LEASE_S (+ the server's repossessor interval)
+                async with concurrency(
+                    limit,
+                    occupy=1,
+                    strict=True,
+                    lease_duration=LEASE_S,
+                    timeout_seconds=SLOT_WAIT_S,
+                ):
+                    return await _act_once(run, conn, act, approvers)
+            except TimeoutError:  # only the slot wait: act()'s own timeouts are handled inside
+                why = f"another destructive action on {request.target} is still running"
+                return await run.stop(conn, "refused", why, approvers)
+        finally:
+            await ledger.unlock(lock_conn, key)
 
 
-async def _act_once(
-    conn: ledger.Conn,
-    request: ActionRequest,
-    base: dict[str, str],
-    act: Act,
-    reconcile: Reconcile | None,
-    approvers: list[str],
-    page: Pager,
-) -> ActOutcome:
-    key = request.idempotency_key
+async def _act_once(run: _Perform, conn: ledger.Conn, act: Act, approvers: list[str]) -> ActOutcome:
+    request, key = run.request, run.key
     entry = await ledger.get(conn, key)
-    assert entry is not None
+    if entry is None:
+        raise PermanentError(f"ledger entry {key} vanished before the act")
     if entry.status in FINAL:
-        return ActOutcome(
-            **base,
-            status="already_done",
-            detail="done by another run",
+        return run.outcome(
+            "already_done",
+            "done by another run",
             outcome=entry.outcome or {},
             approvers=entry.approvers,
         )
-    if entry.status == "started" and reconcile is not None and await reconcile(entry.params):
-        detail = "a previous attempt had acted (found on the platform); not repeated"
-        await ledger.mark(conn, key, "done", outcome={"reconciled": True})
-        await ledger.event(conn, request.incident_id, "done", detail, key=key)
-        return ActOutcome(**base, status="done", detail=detail, approvers=approvers)
-
-    if entry.status == "started" and reconcile is None:
-        detail = (
-            "a previous attempt may have acted (crash before its record) and there is no way "
-            "to check the platform: not repeated, a human must look"
-        )
-        await ledger.mark(conn, key, "failed", outcome={"error": detail})
-        await ledger.event(conn, request.incident_id, "failed", detail, key=key)
-        await page(f"{request.action} on {request.target}: outcome unknown", {"key": key})
-        return ActOutcome(**base, status="failed", detail=detail, approvers=approvers, paged=True)
+    if entry.status == "started":
+        if run.reconcile is not None and await run.reconcile(entry.params):
+            detail = "a previous attempt had acted (found on the platform); not repeated"
+            await ledger.mark(conn, key, "done", outcome={"reconciled": True})
+            await ledger.event(conn, request.incident_id, "done", detail, key=key)
+            return run.outcome("done", detail, approvers=approvers)
+        if run.reconcile is None:
+            return await _unknown(run, conn, approvers, "there is no way to check the platform")
+        if entry.params != request.params:  # not there, and this run would act differently
+            why = (
+                f"an earlier attempt started {request.action} with other parameters "
+                f"({entry.params}) and it is not on the platform: not acting under a scope "
+                "nobody approved, a human must look"
+            )
+            await ledger.event(conn, request.incident_id, "refused", why, key=key)
+            paged = await _paged(
+                run.page, f"{request.action} on {request.target}: {why}", {"key": key}
+            )
+            return run.outcome("refused", why, approvers=approvers, paged=paged)
+    # right before the act: the kill switch and the budget, read again under the lock
+    if (held := await run.held(conn, approvers)) is not None:
+        return held
+    if entry.status != "started" and (spent := await run.over_budget(conn, approvers)):
+        return spent
 
     await ledger.mark(conn, key, "started", count_attempt=True)
     try:
         outcome = await act()
-    except TimeoutError:  # we may have acted: the entry stays `started` for reconcile
-        raise TransientError(f"{request.action}: timed out, outcome unknown") from None
+    except (OutcomeUnknown, TimeoutError) as exc:  # sent, answer lost: read, never re-send
+        if run.reconcile is not None and await run.reconcile(request.params):
+            detail = "the answer was lost but the platform shows the act happened: not repeated"
+            await ledger.mark(conn, key, "done", outcome={"reconciled": True})
+            await ledger.event(conn, request.incident_id, "done", detail, key=key)
+            return run.outcome("done", detail, approvers=approvers)
+        why = str(exc) or type(exc).__name__
+        return await _unknown(run, conn, approvers, f"{why}; the platform does not show it")
     except PermanentError as exc:
         await ledger.mark(conn, key, "failed", outcome={"error": str(exc)})
         await ledger.event(conn, request.incident_id, "failed", str(exc), key=key)
-        return ActOutcome(**base, status="failed", detail=str(exc), approvers=approvers)
+        return run.outcome("failed", str(exc), approvers=approvers)
     await ledger.mark(conn, key, "done", outcome=outcome)
     await ledger.event(
         conn,
@@ -268,4 +368,17 @@ async def _act_once(
         key=key,
         detail=outcome,
     )
-    return ActOutcome(**base, status="done", outcome=outcome, approvers=approvers)
+    return run.outcome("done", outcome=outcome, approvers=approvers)
+
+
+async def _unknown(run: _Perform, conn: ledger.Conn, approvers: list[str], why: str) -> ActOutcome:
+    """The act may have happened and we cannot tell: leave it `started`, never repeat, page."""
+    request = run.request
+    detail = f"outcome unknown ({why}): not repeated, a human must look"
+    await ledger.event(conn, request.incident_id, "failed", detail, key=run.key)
+    paged = await _paged(
+        run.page,
+        f"{request.action} on {request.target}: outcome unknown",
+        {"key": run.key, "incident": request.incident_id},
+    )
+    return run.outcome("failed", detail, approvers=approvers, paged=paged)

@@ -22,11 +22,37 @@ class Settings(BaseSettings):
 
     environment: str = Field("default", description="block document name to load")
     home: str = Field("~/.runbook", description="local state: sandbox pid files, secrets")
+    demo: bool = Field(
+        False, description="set by `runbook demo` only: allows the per-host approval secret file"
+    )
     deployment_name: str = "runbook"
-    approval_secret: SecretStr | None = None
+    approval_secret: SecretStr | None = Field(
+        None, description="HMAC secret behind one-time codes; at least 32 bytes outside the demo"
+    )
     approval_poll_s: int = 2
-    approvers: str = Field("", description="comma-separated approver names for the Policy")
-    approval_timeout_s: int = 900
+    requested_by: str | None = Field(
+        None, description="who asked for this (manual) run: they cannot approve its acts"
+    )
+
+    # --- the safety floor: read from the environment of the process that acts; a Policy block
+    # may tighten these, never loosen them (docs/approvals.md "Trust model")
+    approvers: str = Field("", description="comma-separated approver names (the floor)")
+    approver_webhooks: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="approver -> their own Slack webhook (JSON); one-time codes go only here",
+    )
+    two_person_actions: str = Field(
+        "", description="comma-separated actions needing two approvers, on top of the Policy's"
+    )
+    allow_auto_approve: bool = Field(
+        False, description="auto-approve is possible at all (demo, staging); off in production"
+    )
+    max_replicas: int = Field(5, ge=1, le=50)
+    max_pool_size: int = Field(30, ge=1, le=500)
+    destructive_budget_per_hour: int = Field(2, ge=0, le=100)
+    mutation_budget_per_hour: int = Field(6, ge=0, le=100)
+    approval_valid_s: int = Field(900, ge=60, le=86_400)
+    approval_timeout_s: int = Field(900, ge=1, le=86_400)
     approval_wait: str = Field(
         "auto",
         description="auto: a deployment run suspends (frees its process) while it waits for an"
@@ -38,6 +64,7 @@ class Settings(BaseSettings):
     require_code: bool = True
     auto_approve: bool = False
     scale_down_cooldown_s: int | None = None
+    model_switch_min_interval_s: int | None = None
 
     # our own state
     ops_database_url: SecretStr | None = None

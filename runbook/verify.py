@@ -14,7 +14,7 @@ from runbook.actions import ActionRequest
 
 Verify = Callable[[], Awaitable[tuple[bool, str]]]
 Undo = Callable[[], Awaitable[dict[str, Any]]]
-Pager = Callable[[str, dict[str, Any]], Awaitable[None]]
+Pager = Callable[[str, dict[str, Any]], Awaitable[bool | None]]
 
 
 class VerifyOutcome(BaseModel):

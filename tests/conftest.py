@@ -5,6 +5,7 @@ PREFECT_HOME and friends are set here, before anything imports prefect.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import uuid
@@ -21,6 +22,7 @@ os.environ["RUNBOOK_RETRY_FAST"] = "1"
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
+TEST_APPROVAL_SECRET = "test-approval-secret-7f3a9c-0d41e8b2c6a95f37"  # >= 32 bytes
 PG_ADMIN_URL = os.environ.get("RUNBOOK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("RUNBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 
@@ -118,7 +120,12 @@ def platform_env(
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("RUNBOOK_OPS_DATABASE_URL", pg_url)
     monkeypatch.setenv("RUNBOOK_APPROVERS", "alice,bob")
-    monkeypatch.setenv("RUNBOOK_APPROVAL_SECRET", "test-approval-secret-7f3a9c")
+    # each approver's own channel (a webhook on the sandbox's Slack fake): codes go only there
+    slack = handle.env["RUNBOOK_SLACK_WEBHOOK_URL"]  # type: ignore[attr-defined]
+    monkeypatch.setenv("RUNBOOK_APPROVER_WEBHOOKS", json.dumps({"alice": slack, "bob": slack}))
+    monkeypatch.setenv("RUNBOOK_APPROVAL_SECRET", TEST_APPROVAL_SECRET)
+    # tests act on the same sandbox target many times an hour
+    monkeypatch.setenv("RUNBOOK_MUTATION_BUDGET_PER_HOUR", "100")
     monkeypatch.setenv("RUNBOOK_APPROVAL_POLL_S", "1")
     monkeypatch.setenv("RUNBOOK_HOME", str(_SESSION_DIR / "runbook-home"))
     get_settings.cache_clear()

@@ -20,7 +20,7 @@ from flows.approval import request_approval
 from flows.notifications import page
 from runbook import timeline
 from runbook.actions import ActionRequest
-from runbook.errors import TransientError
+from runbook.errors import OutcomeUnknown, TransientError
 from runbook.safety import perform
 from tasks.railway import get_deployments, last_known_good, rollback_deployment
 
@@ -59,7 +59,7 @@ async def safety_rollback(
         if slow_response_s:
             await asyncio.sleep(slow_response_s)  # the window in which the test kills us
         if lose_first_response and attempts["n"] == 1:
-            raise TransientError("railway: timed out")  # acted, but we never heard back
+            raise OutcomeUnknown("railway: timed out")  # acted, but we never heard back
         return applied.model_dump()
 
     async def reconcile(recorded: dict[str, Any]) -> bool:

@@ -229,6 +229,7 @@ async def test_duplicate_incident_and_concurrent_runs_act_once(
 ) -> None:
     sb = platform_env
     monkeypatch.setenv("RUNBOOK_AUTO_APPROVE", "true")  # staging-style policy: no human
+    monkeypatch.setenv("RUNBOOK_ALLOW_AUTO_APPROVE", "1")
     get_settings.cache_clear()
     sb.inject("bad-deploy")
     before = rollbacks(sb)
@@ -247,6 +248,7 @@ async def test_task_retry_after_lost_response_acts_once(
 ) -> None:
     sb = platform_env
     monkeypatch.setenv("RUNBOOK_AUTO_APPROVE", "true")
+    monkeypatch.setenv("RUNBOOK_ALLOW_AUTO_APPROVE", "1")
     get_settings.cache_clear()
     sb.inject("bad-deploy")
     before = rollbacks(sb)
@@ -261,6 +263,7 @@ async def test_budget_exhausted_refuses_and_pages(
 ) -> None:
     sb = platform_env
     monkeypatch.setenv("RUNBOOK_AUTO_APPROVE", "true")
+    monkeypatch.setenv("RUNBOOK_ALLOW_AUTO_APPROVE", "1")
     get_settings.cache_clear()
     for _ in range(2):  # the default budget: 2 destructive actions per target per hour
         sb.inject("bad-deploy")
@@ -282,7 +285,7 @@ def test_kill_9_between_act_and_record_then_rerun_acts_once(
     sb.inject("bad-deploy")
     before = rollbacks(sb)
     inc = incident()
-    env = {**os.environ, "RUNBOOK_AUTO_APPROVE": "true"}
+    env = {**os.environ, "RUNBOOK_AUTO_APPROVE": "true", "RUNBOOK_ALLOW_AUTO_APPROVE": "1"}
     cmd = [sys.executable, "-m", "tests.integration.safety_flow", inc]
     proc = subprocess.Popen(
         [*cmd, "--slow-response"],
