@@ -248,6 +248,10 @@ class Policy(RunbookBlock):
             loaded = await cls.aload(name)
         except ValidationError:
             raise
+        except RuntimeError as exc:  # Prefect wraps a document that fails validation
+            if isinstance(exc.__cause__, ValidationError):
+                raise exc.__cause__ from None
+            raise
         except ValueError:  # no document of that name
             return None
         assert isinstance(loaded, cls)

@@ -10,16 +10,17 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 
 from blocks.app_database import AppDatabase
 from blocks.app_redis import AppRedis
 from blocks.policy import Policy
 from blocks.support_api import SupportApi
-from flows.notifications import page_failed_run
-from runbook.domain import CheckResult, HealthReport
-from tasks import postgres, redis, support_api
+from flows.notifications import page, page_failed_run
+from runbook.domain import CheckResult, HealthReport, Status
+from runbook.errors import RunbookError
+from tasks import intake_client, postgres, redis, support_api
 
 
 def _checks(
@@ -93,4 +94,39 @@ async def health_check(dry_run: bool = False) -> HealthReport:
             f" {len(report.checks)} checks in {report.elapsed_ms:.0f} ms"
         ),
     )
+    if report.status is Status.CRITICAL and not dry_run:
+        await open_incident(report)
     return report
+
+
+def critical_alert(report: HealthReport) -> dict[str, Any]:
+    """The generic-format alert a critical report raises: one dedup key per set of failing
+    checks, so the intake coalesces repeats of the same failure into one incident."""
+    failing = sorted(report.with_status(Status.CRITICAL), key=lambda c: c.name)
+    names = [c.name for c in failing]
+    return {
+        "source": "health-check",
+        "name": "HealthCheckCritical",
+        "severity": "critical",
+        "status": "firing",
+        "summary": "health checks critical: "
+        + "; ".join(f"{c.component} {c.name}: {c.summary}" for c in failing)[:900],
+        "dedup_key": "health-check:" + ",".join(names),
+        "labels": {"component": ",".join(sorted({c.component for c in failing}))},
+    }
+
+
+async def open_incident(report: HealthReport) -> None:
+    """A critical health check opens an incident through the intake, like any alert (routed,
+    deduplicated, suppressed in maintenance). If the intake cannot take it, page directly."""
+    alert = critical_alert(report)
+    try:
+        raised = await intake_client.raise_alert(alert)
+    except RunbookError as exc:
+        get_run_logger().warning("could not raise the alert through the intake: %s", exc)
+        await page(
+            f"Health check critical (intake unreachable: {exc}): {alert['summary']}",
+            {"incident": alert["dedup_key"], "flow": "health-check"},
+        )
+        return
+    get_run_logger().info("critical health check raised as incident(s) %s", raised.incidents)

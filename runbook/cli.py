@@ -46,7 +46,7 @@ def root() -> None:
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print one clear line to stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -64,6 +64,9 @@ class Stack:
             "RUNBOOK_HOME": str(self.home),
             "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
             "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,
+            # a critical health check raises its alert through this intake, signed
+            "RUNBOOK_INTAKE_URL": self.intake_url,
+            "RUNBOOK_GENERIC_SECRET": secrets.token_hex(16),
             "RUNBOOK_DEMO": "1",
             "RUNBOOK_APPROVERS": "oncall",
             # oncall's own channel for one-time codes (the sandbox's Slack fake)

@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     llm_primary_model: str = "gpt-4o"
     llm_fallback_model: str = "gpt-4o-mini"
 
+    # our own intake, for findings of ours that become alerts (critical health, metric breaches)
+    intake_url: str | None = Field(None, description="e.g. http://127.0.0.1:8080")
+    generic_secret: SecretStr | None = Field(None, description="the intake's generic HMAC secret")
+
     # notifications
     slack_webhook_url: SecretStr | None = None
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"

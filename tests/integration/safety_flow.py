@@ -34,6 +34,7 @@ async def safety_rollback(
     symptom_gone_after_approval: bool = False,
     lose_first_response: bool = False,
     slow_response_s: float = 0.0,
+    requested_by: str | None = None,
 ) -> dict[str, Any]:
     """Roll back the live deployment to the last known good one, safely."""
     policy, railway = await Policy.resolve(), await Railway.resolve()
@@ -50,6 +51,7 @@ async def safety_rollback(
         reason=f"error rate above 5 % since deployment {bad_id}",
         evidence={"error_rate_pct": 12.5, "bad_deployment": bad_id},
         two_person=two_person,
+        requested_by=requested_by,
     )
     attempts = {"n": 0}
 
