@@ -14,7 +14,7 @@ from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
 from flows.platform_acts import set_variable, variable_is
 from runbook.domain import Status
-from runbook.errors import RunbookError
+from runbook.errors import PermanentError, RunbookError
 from tasks import app_metrics, railway, rds, support_api
 from tasks.postgres import get_pg_connections
 
@@ -189,7 +189,8 @@ async def database_connections(
 
         async def redeploy() -> dict[str, Any]:
             live = await railway.get_service_instance(rw)
-            assert live.latest_deployment_id, "no live deployment to redeploy"
+            if not live.latest_deployment_id:  # a precondition, recorded as a failed act
+                raise PermanentError("railway: no live deployment to redeploy")
             return (await railway.redeploy_service(rw, live.latest_deployment_id)).model_dump()
 
         return await run.remediate(

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from runbook.actions import ActionClass, ActionRequest
+from runbook.errors import PermanentError
 
 Conn = psycopg.AsyncConnection[Any]
 
@@ -94,7 +95,8 @@ async def ensure(
         ),
     )
     entry = await get(conn, request.idempotency_key)
-    assert entry is not None
+    if entry is None:  # a precondition of every act: fail it, never assert
+        raise PermanentError(f"ledger: entry {request.idempotency_key} missing after insert")
     return entry
 
 

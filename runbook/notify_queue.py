@@ -45,7 +45,8 @@ async def enqueue(
             (channel, dedup_key, body, json.dumps(details or {}, default=str), LEASE_S),
         )
         row = await cur.fetchone()
-    assert row is not None
+    if row is None:
+        raise RuntimeError("notification outbox: INSERT … RETURNING gave no row")
     return Notice.model_validate(row)
 
 
