@@ -249,3 +249,30 @@ async def test_restore_switches_back_once_primary_is_healthy(stack: Stack) -> No
     last = [e for e in sb.journal() if e["operation"] == "variableCollectionUpsert"][-1]
     assert last["args"]["variables"] == {"DEFAULT_MODEL": "gpt-4o"}
     assert sb.state()["DEFAULT_MODEL"] == "gpt-4o"
+
+
+async def test_critical_health_check_opens_one_incident_through_the_intake(stack: Stack) -> None:
+    """A critical health check is an alert like any other: signed, posted to the intake,
+    coalesced (two runs, one incident) — not a side channel."""
+    import psycopg
+
+    from flows.health import health_check
+
+    sb = stack.sandbox
+    sb.reset()
+    sb.inject("complete-outage")
+    try:
+        first = await health_check()
+        second = await health_check()
+    finally:
+        sb.reset()
+    assert first.status.value == "critical" and second.status.value == "critical"
+    url = os.environ["RUNBOOK_OPS_DATABASE_URL"]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT i.id, count(a.id) FROM runbook.incidents i JOIN runbook.alerts a"
+            " ON a.incident_id = i.id WHERE a.name = 'HealthCheckCritical'"
+            " AND a.source = 'generic' GROUP BY i.id"
+        ).fetchall()
+    assert len(rows) == 1, rows
+    assert rows[0][1] == 2, "both runs' alerts reached the one incident"
