@@ -23,7 +23,10 @@ class Railway(RunbookBlock):
     project_id: str = ""
     environment_id: str = ""
     service_id: str = ""
-    timeout_s: float = Field(15.0, gt=0)
+    timeout_s: float = Field(15.0, gt=0, description="seconds to wait for an answer (read/write)")
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="seconds to open the connection (nothing sent yet)"
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
@@ -34,6 +37,7 @@ class Railway(RunbookBlock):
             project_id=settings.railway_project_id,
             environment_id=settings.railway_environment_id,
             service_id=settings.railway_service_id,
+            timeout_s=settings.railway_timeout_s,
         )
 
     def auth_headers(self) -> dict[str, str]:
@@ -42,5 +46,10 @@ class Railway(RunbookBlock):
             return {"Project-Access-Token": secret}
         return {"Authorization": f"Bearer {secret}"}
 
+    def timeout(self) -> httpx.Timeout:
+        """Explicit phases: a connect timeout means nothing was sent (safe to retry even a
+        mutation); a read/write timeout after the request left is an unknown outcome."""
+        return httpx.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
+
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=self.auth_headers(), timeout=self.timeout_s)
+        return httpx.AsyncClient(headers=self.auth_headers(), timeout=self.timeout())

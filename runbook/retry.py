@@ -14,12 +14,13 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from runbook.errors import RateLimited, TransientError
+from runbook.errors import OutcomeUnknown, RateLimited, TransientError
 
 T = TypeVar("T")
 
@@ -40,9 +41,12 @@ def _wait(state: RetryCallState) -> float:
 async def retrying(
     call: Callable[[], Awaitable[T]], *, attempts: int = 4, total_seconds: float = 30.0
 ) -> T:
-    """Run `call` until it succeeds, retrying only `TransientError`s, within a bounded time."""
+    """Run `call` until it succeeds, retrying only `TransientError`s (never `OutcomeUnknown`),
+    within a bounded time."""
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(TransientError),
+        # a mutation whose answer was lost is never re-sent blind (the safety core reconciles)
+        retry=retry_if_exception_type(TransientError)
+        & retry_if_not_exception_type(OutcomeUnknown),
         stop=stop_after_attempt(attempts) | stop_after_delay(total_seconds),
         wait=_wait,
         reraise=True,

@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     railway_project_id: str = ""
     railway_environment_id: str = ""
     railway_service_id: str = ""
+    railway_timeout_s: float = Field(15.0, gt=0, description="read/write timeout of one call")
 
     # AWS RDS
     aws_region: str = "us-east-1"

@@ -19,6 +19,9 @@ import typer
 
 from sandbox.handle import SandboxError, SandboxHandle, start_sandbox
 from sandbox.platform import FAULTS, INTEGRATION_TARGETS
+from sandbox.wire import WIRE_FAULTS
+
+KNOWN = (*FAULTS, *WIRE_FAULTS)
 
 EXIT_OK, EXIT_NOT_RUNNING, EXIT_USAGE = 0, 1, 64
 
@@ -138,7 +141,8 @@ def status(
         return
     dep = state["deployment"]
     faults = ", ".join(
-        f["name"] + (f"({f['target']})" if f.get("target") else "") for f in state["faults"]
+        [f["name"] + (f"({f['target']})" if f.get("target") else "") for f in state["faults"]]
+        + [f"{w['name']}(next {w['remaining']})" for w in state.get("wire_faults", [])]
     )
     typer.echo(f"pid           {handle.pid}")
     typer.echo(f"deployment    {dep['id']} {dep['status']}")
@@ -152,27 +156,32 @@ def status(
 
 @app.command()
 def inject(
-    fault: str = typer.Argument(..., help=f"one of: {', '.join(FAULTS)}"),
+    fault: str = typer.Argument(..., help=f"one of: {', '.join(KNOWN)}"),
     seconds: float | None = typer.Option(None, "--for", help="clear by itself after SECONDS"),
     target: str | None = typer.Option(None, "--target", help="integration-outage: shopify|gorgias"),
+    count: int | None = typer.Option(None, "--count", help="wire faults: the next N requests"),
+    hold_s: float | None = typer.Option(None, "--hold", help="timeout wire faults: hold SECONDS"),
+    on: str | None = typer.Option(None, "--on", help="railway wire faults: any|query|mutation"),
 ) -> None:
-    """Inject a fault into the running sandbox."""
-    if fault not in FAULTS:
-        _fail(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", EXIT_USAGE)
+    """Inject a fault into the running sandbox (wire faults: armed for the next N requests)."""
+    if fault not in KNOWN:
+        _fail(f"unknown fault {fault!r}; known: {', '.join(KNOWN)}", EXIT_USAGE)
     if target is not None and target not in INTEGRATION_TARGETS:
         _fail("--target must be shopify or gorgias", EXIT_USAGE)
     if seconds is not None and seconds <= 0:
         _fail("--for must be a positive number of seconds", EXIT_USAGE)
+    if fault in FAULTS and (count, hold_s, on) != (None, None, None):
+        _fail("--count, --hold and --on apply to wire faults only", EXIT_USAGE)
     handle = _require()
-    _control(lambda: handle.inject(fault, seconds, target))
+    _control(lambda: handle.inject(fault, seconds, target, count=count, hold_s=hold_s, on=on))
     typer.echo(f"injected {fault}" + (f" for {seconds:g} s" if seconds else ""))
 
 
 @app.command()
 def clear(fault: str | None = typer.Argument(None, help="one fault (default: all)")) -> None:
     """Clear injected faults (one or all)."""
-    if fault is not None and fault not in FAULTS:
-        _fail(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}", EXIT_USAGE)
+    if fault is not None and fault not in KNOWN:
+        _fail(f"unknown fault {fault!r}; known: {', '.join(KNOWN)}", EXIT_USAGE)
     handle = _require()
     result = _control(lambda: handle.clear(fault))
     typer.echo("cleared " + (", ".join(result["cleared"]) or "nothing"))

@@ -83,13 +83,21 @@ class SandboxHandle:
         return response.json()
 
     def inject(
-        self, fault: str, seconds: float | None = None, target: str | None = None
+        self,
+        fault: str,
+        seconds: float | None = None,
+        target: str | None = None,
+        *,
+        count: int | None = None,
+        hold_s: float | None = None,
+        on: str | None = None,
     ) -> dict[str, Any]:
+        """A platform fault, or a wire fault (`sandbox.wire`) armed for the next `count`
+        matching requests (`hold_s`: how long a timeout fault holds the answer; `on`: query or
+        mutation)."""
         body: dict[str, Any] = {"fault": fault}
-        if seconds is not None:
-            body["seconds"] = seconds
-        if target is not None:
-            body["target"] = target
+        options = {"seconds": seconds, "target": target, "count": count, "hold_s": hold_s, "on": on}
+        body.update({k: v for k, v in options.items() if v is not None})
         result: dict[str, Any] = self._request("POST", "/inject", body)
         return result
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sandbox.wire import WireFaults, is_wire
+
 FAULTS = (
     "bad-deploy",
     "llm-rate-limit",
@@ -89,6 +91,7 @@ class Platform:
         self.deployments: list[Deployment] = []
         self.current_id = ""
         self.faults: dict[str, Fault] = {}
+        self.wire = WireFaults()  # faults on a vendor API's wire (`sandbox.wire`)
         self.journal: list[dict[str, Any]] = []
         self.sinks: dict[str, list[dict[str, Any]]] = {"slack": [], "pagerduty": []}
         self.logs: deque[dict[str, Any]] = deque(maxlen=5000)
@@ -175,8 +178,10 @@ class Platform:
         self.emit(f"inject:{name}")
 
     def clear(self, name: str | None = None) -> list[str]:
+        if is_wire(name):
+            return self.wire.disarm(name)
         names = [name] if name else list(self.faults)
-        cleared = []
+        cleared = [] if name else self.wire.disarm()
         for n in names:
             if self.faults.pop(n, None) is not None:
                 cleared.append(n)
@@ -270,6 +275,7 @@ class Platform:
                 }
                 for f in self.faults.values()
             ],
+            "wire_faults": self.wire.snapshot(),
             "journal_entries": len(self.journal),
             **(extra or {}),
         }

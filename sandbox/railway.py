@@ -4,6 +4,8 @@ Auth as Railway does it: `Authorization: Bearer <token>` or `Project-Access-Toke
 anything else gets a GraphQL `Not Authorized` error. A fixed one-second window per token answers
 429 with `Retry-After` and `X-RateLimit-*` once the limit is exceeded. Unknown fields fail
 validation like any GraphQL server. Mutations change the platform and are journaled.
+Wire faults (`sandbox.wire`: railway-timeout-after-apply, railway-500, railway-transient-error)
+run the request first — a mutation is applied — and then lose or spoil its answer.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ import json
 import math
 from typing import Any
 
-from graphql import GraphQLError, graphql
+from graphql import GraphQLError, OperationType, get_operation_ast, graphql, parse
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from sandbox.platform import Deployment, Platform, iso, now
 from sandbox.railway_schema import SCHEMA
+from sandbox.wire import hold, mark
 
 MAX_REPLICAS = 50
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "URL")
+_RAILWAY_FAULTS = ("railway-timeout-after-apply", "railway-500", "railway-transient-error")
+# What Railway answers (HTTP 200) when something failed on its side mid-request.
+TRANSIENT_ERROR = {
+    "message": "Problem processing request",
+    "extensions": {"code": "INTERNAL_SERVER_ERROR"},
+}
 
 
 def _masked(name: str, value: str) -> str:
@@ -351,6 +360,8 @@ class RailwayApi:
                 status_code=429,
                 headers={**headers, "Retry-After": "1"},
             )
+        fault = self.platform.wire.take(_RAILWAY_FAULTS, _is_mutation(query, body))
+        before = len(self.platform.journal)
         result = await graphql(
             SCHEMA,
             query,
@@ -361,4 +372,20 @@ class RailwayApi:
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [e.formatted for e in result.errors]
+        if fault is None:
+            return JSONResponse(payload, headers=headers)
+        mark(self.platform.journal, before, fault)
+        if fault.name == "railway-500":
+            return JSONResponse({"errors": [{"message": "Internal Server Error"}]}, 500)
+        if fault.name == "railway-transient-error":
+            return JSONResponse({"data": None, "errors": [TRANSIENT_ERROR]}, headers=headers)
+        await hold(request, fault.hold_s)  # railway-timeout-after-apply: the answer is lost
         return JSONResponse(payload, headers=headers)
+
+
+def _is_mutation(query: str, body: dict[str, Any]) -> bool:
+    try:
+        operation = get_operation_ast(parse(query), body.get("operationName"))
+    except GraphQLError:
+        return False
+    return operation is not None and operation.operation == OperationType.MUTATION

@@ -6,12 +6,18 @@ to a ThreadedMotoServer on another loopback port and rewrites the answer: after
 PendingModifiedValues) and after `RebootDBInstance(ForceFailover=True)` `rebooting` (then its
 zones are swapped), for `transition_s` seconds before `available`. A failover also brings the
 database back when `db-down` is active: the standby takes over.
+
+Every reboot/modify request that reaches it for the managed instance is counted
+(`snapshot()["requests"]`), applied or refused, so a test sees a client that sent one twice.
+Wire faults (`sandbox.wire`: rds-500-after-apply, rds-timeout-after-apply) apply the change and
+then answer 500 InternalFailure, or hold the answer past the client's read timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,9 +27,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from sandbox.platform import Platform, now
+from sandbox.wire import hold, mark
 
 INSTANCE_CLASS = "db.t3.medium"
 ZONES = ("us-east-1a", "us-east-1b")
+_MUTATIONS = ("RebootDBInstance", "ModifyDBInstance")
+_RDS_FAULTS = ("rds-500-after-apply", "rds-timeout-after-apply")
 
 
 def create_instance(endpoint: str, region: str, key: str, secret: str, instance_id: str) -> None:
@@ -69,6 +78,7 @@ class RdsFront:
         self.pending_class: str | None = None
         self.zones = list(ZONES)
         self.client = httpx.AsyncClient(base_url=moto_url, timeout=30)
+        self.received: Counter[str] = Counter()
 
     def _current_status(self) -> str:
         if self.status != "available" and now() >= self.until:
@@ -86,10 +96,10 @@ class RdsFront:
         self.zones.reverse()
         self.on_failover()
 
-    def _error(self, code: str, message: str, status: int = 400) -> Response:
+    def _error(self, code: str, message: str, status: int = 400, kind: str = "Sender") -> Response:
         body = (
             '<ErrorResponse xmlns="http://rds.amazonaws.com/doc/2014-10-31/"><Error>'
-            f"<Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+            f"<Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error>"
             "<RequestId>sandbox</RequestId></ErrorResponse>"
         )
         return Response(body, status_code=status, media_type="text/xml")
@@ -133,6 +143,25 @@ class RdsFront:
         form = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
         action = form.get("Action", "")
         ours = form.get("DBInstanceIdentifier") == self.instance_id
+        mutation = ours and action in _MUTATIONS
+        if mutation:
+            self.received[action] += 1  # every one that arrived, applied or refused
+        before = len(self.platform.journal)
+        answer = await self._answer(request, body, form, action, ours)
+        if not mutation or answer.status_code >= 400:  # refused: nothing applied
+            return answer
+        fault = self.platform.wire.take(_RDS_FAULTS, mutation=True)
+        if fault is None:
+            return answer
+        mark(self.platform.journal, before, fault)
+        if fault.name == "rds-500-after-apply":
+            return self._error("InternalFailure", "An internal error occurred.", 500, "Receiver")
+        await hold(request, fault.hold_s)  # rds-timeout-after-apply: the answer is lost
+        return answer
+
+    async def _answer(
+        self, request: Request, body: bytes, form: dict[str, str], action: str, ours: bool
+    ) -> Response:
         if ours and action == "RebootDBInstance" and form.get("ForceFailover") == "true":
             if self._current_status() != "available":
                 return self._error(
@@ -181,4 +210,8 @@ class RdsFront:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        return {"status": self._current_status(), "zone": self.zones[0]}
+        return {
+            "status": self._current_status(),
+            "zone": self.zones[0],
+            "requests": dict(self.received),
+        }

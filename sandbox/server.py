@@ -48,6 +48,7 @@ from sandbox.statuspage_manage import StatuspageManage
 from sandbox.stores import create_database, drop_database, resolve, where, with_db
 from sandbox.support_api import SupportApi
 from sandbox.vendors import OpenAi, Sinks, StatusPages
+from sandbox.wire import WIRE_FAULTS, WIRE_OPTIONS, arm_from, is_wire
 
 
 def bind(port: int) -> socket.socket:
@@ -240,6 +241,9 @@ class Sandbox:
         )
 
     async def control_state(self, request: Request) -> JSONResponse:
+        return self.control_ok()
+
+    def control_ok(self) -> JSONResponse:
         return JSONResponse(self.state())
 
     async def control_journal(self, request: Request) -> JSONResponse:
@@ -261,10 +265,12 @@ class Sandbox:
         except ValueError as exc:
             return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
         fault, seconds, target = body.get("fault"), body.get("seconds"), body.get("target")
+        if is_wire(fault) or set(WIRE_OPTIONS) & set(body):
+            refused = arm_from(self.platform.wire, fault, body)
+            return JSONResponse({"error": refused}, 422) if refused else self.control_ok()
         if fault not in FAULTS:
-            return JSONResponse(
-                {"error": f"unknown fault {fault!r}; known: {', '.join(FAULTS)}"}, 422
-            )
+            known = ", ".join((*FAULTS, *WIRE_FAULTS))
+            return JSONResponse({"error": f"unknown fault {fault!r}; known: {known}"}, 422)
         if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
             return JSONResponse({"error": "seconds must be a positive number"}, 422)
         if target is not None and (
@@ -289,7 +295,7 @@ class Sandbox:
                 fault = body.get("fault") if isinstance(body, dict) else None
             except ValueError as exc:
                 return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
-            if fault is not None and fault not in FAULTS:
+            if fault is not None and fault not in FAULTS and not is_wire(fault):
                 return JSONResponse({"error": f"unknown fault {fault!r}"}, 422)
         cleared = self.platform.clear(fault)
         await asyncio.sleep(0.1)  # let undo tasks run

@@ -5,6 +5,9 @@ Acts: `rollback_deployment`, `redeploy_service`, `restart_deployment`, `deploy_c
 `set_variables`, `scale_replicas`, `set_service_limits`. The runbook's
 `railway redeploy --previous` does not exist; a rollback is `last_known_good()` over the
 deployment list, then `deploymentRollback`.
+
+Acts are sent once (`mutation=True`): an answer lost after the request left (timeout, dropped
+connection, 5xx, a transient GraphQL error) raises `OutcomeUnknown`; the caller reconciles.
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import httpx
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
 from blocks.railway import Railway
-from runbook.errors import NotAuthorized, PermanentError
-from tasks.http import exchange
+from runbook.errors import (
+    NotAuthorized,
+    PermanentError,
+    RateLimited,
+    RunbookError,
+    TransientError,
+)
+from tasks.http import retry_unless_sent, send, unknown
 
 SERVICE = "railway"
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "DATABASE_URL", "REDIS_URL")
+_TRANSIENT_CODES = {"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT", "GATEWAY_TIMEOUT"}
+_TRANSIENT_MESSAGES = ("problem processing request", "internal server error", "timed out")
+_RATE_LIMIT_CODES = {"RATE_LIMITED", "TOO_MANY_REQUESTS"}
+_RATE_LIMIT_MESSAGES = ("rate limit", "ratelimit", "too many requests")
 
 
 class Deployment(BaseModel):
@@ -105,24 +119,63 @@ def is_secret_name(name: str) -> bool:
     return any(word in name.upper() for word in _SECRET_WORDS)
 
 
-async def _graphql(railway: Railway, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    async with railway.get_client() as client:
-        response = await exchange(
-            SERVICE,
-            lambda: client.post(railway.endpoint, json={"query": query, "variables": variables}),
-        )
+def _graphql_error(error: Any, *, mutation: bool) -> RunbookError:
+    """Railway reports a server-side hiccup in a 200 body: `extensions.code` INTERNAL_SERVER_ERROR
+    ("Problem processing request") or a timeout → retried for a read, `OutcomeUnknown` for a
+    mutation (it may have run). A rate limit refused the request before it ran: retryable even
+    for a mutation. Anything else is permanent."""
+    fields = error if isinstance(error, dict) else {}
+    message = str(fields.get("message", "unknown error"))[:200]
+    extensions = fields.get("extensions")
+    code = str(extensions.get("code", "")) if isinstance(extensions, dict) else ""
+    lowered = message.lower()
+    if "not authorized" in lowered or code in {"UNAUTHENTICATED", "FORBIDDEN"}:
+        return NotAuthorized(f"{SERVICE}: Not Authorized")
+    if code in _RATE_LIMIT_CODES or any(m in lowered for m in _RATE_LIMIT_MESSAGES):
+        return RateLimited(f"{SERVICE}: rate limited")
+    if code in _TRANSIENT_CODES or any(m in lowered for m in _TRANSIENT_MESSAGES):
+        if mutation:
+            return unknown(SERVICE, f"GraphQL error ({code or message})")
+        return TransientError(f"{SERVICE}: {message}")
+    return PermanentError(f"{SERVICE}: {message}")
+
+
+def _data(response: httpx.Response, *, mutation: bool) -> dict[str, Any]:
     try:
         body = response.json()
     except ValueError:
-        raise PermanentError(f"{SERVICE}: answer is not JSON") from None
+        body = None
+    if not isinstance(body, dict):  # not Railway's answer (a proxy's page): may have run
+        if mutation:
+            raise unknown(SERVICE, "an answer that is not GraphQL")
+        raise PermanentError(f"{SERVICE}: answer is not JSON")
     errors = body.get("errors") or []
     if errors:
-        message = str(errors[0].get("message", "unknown error"))[:200]
-        if "not authorized" in message.lower():
-            raise NotAuthorized(f"{SERVICE}: Not Authorized")
-        raise PermanentError(f"{SERVICE}: {message}")
+        raise _graphql_error(errors[0], mutation=mutation)
     data: dict[str, Any] = body.get("data") or {}
     return data
+
+
+async def _graphql(
+    railway: Railway, query: str, variables: dict[str, Any], *, mutation: bool = False
+) -> dict[str, Any]:
+    """One GraphQL request; a read is retried once when transient. A mutation is sent once
+    (only a connection that never opened, or a rate limit, is retried); a mutation's text
+    counts as one even without the flag."""
+    mutation = mutation or query.lstrip().startswith("mutation")
+    async with railway.get_client() as client:
+
+        async def attempt() -> dict[str, Any]:
+            response = await send(
+                SERVICE,
+                lambda: client.post(
+                    railway.endpoint, json={"query": query, "variables": variables}
+                ),
+                mutation=mutation,
+            )
+            return _data(response, mutation=mutation)
+
+        return await retry_unless_sent(attempt, attempts=2)
 
 
 def _deployment(node: dict[str, Any]) -> Deployment:
@@ -221,7 +274,10 @@ async def get_deployment_logs(
 async def rollback_deployment(railway: Railway, deployment_id: str) -> Applied:
     """Roll the service back to `deployment_id` (must have canRollback)."""
     await _graphql(
-        railway, "mutation($id: String!) { deploymentRollback(id: $id) }", {"id": deployment_id}
+        railway,
+        "mutation($id: String!) { deploymentRollback(id: $id) }",
+        {"id": deployment_id},
+        mutation=True,
     )
     return Applied(action="rollback_deployment", target=deployment_id)
 
@@ -233,6 +289,7 @@ async def redeploy_service(railway: Railway, deployment_id: str) -> Applied:
         railway,
         "mutation($id: String!) { deploymentRedeploy(id: $id) { id status } }",
         {"id": deployment_id},
+        mutation=True,
     )
     return Applied(
         action="redeploy_service",
@@ -245,7 +302,10 @@ async def redeploy_service(railway: Railway, deployment_id: str) -> Applied:
 async def restart_deployment(railway: Railway, deployment_id: str) -> Applied:
     """Restart the live deployment's processes (resets connections; same image)."""
     await _graphql(
-        railway, "mutation($id: String!) { deploymentRestart(id: $id) }", {"id": deployment_id}
+        railway,
+        "mutation($id: String!) { deploymentRestart(id: $id) }",
+        {"id": deployment_id},
+        mutation=True,
     )
     return Applied(action="restart_deployment", target=deployment_id)
 
@@ -258,6 +318,7 @@ async def deploy_commit(railway: Railway, commit_sha: str) -> Applied:
         "mutation($e: String!, $s: String!, $c: String) {"
         " serviceInstanceDeployV2(environmentId: $e, serviceId: $s, commitSha: $c) }",
         {"e": railway.environment_id, "s": railway.service_id, "c": commit_sha},
+        mutation=True,
     )
     return Applied(
         action="deploy_commit", target=commit_sha, new_deployment_id=data["serviceInstanceDeployV2"]
@@ -282,6 +343,7 @@ async def set_variables(
                 "skipDeploys": skip_deploys,
             }
         },
+        mutation=True,
     )
     shown = {k: "***" if is_secret_name(k) else v for k, v in variables.items()}
     return Applied(action="set_variables", target=railway.service_id, detail=shown)
@@ -312,6 +374,7 @@ async def scale_replicas(railway: Railway, replicas: int, region: str | None = N
         "mutation($e: String!, $patch: EnvironmentConfig) {"
         " environmentPatchCommit(environmentId: $e, patch: $patch) }",
         {"e": railway.environment_id, "patch": patch},
+        mutation=True,
     )
     return Applied(
         action="scale_replicas",
@@ -335,6 +398,7 @@ async def set_service_limits(railway: Railway, vcpus: float, memory_gb: float) -
                 "memoryGB": memory_gb,
             }
         },
+        mutation=True,
     )
     return Applied(
         action="set_service_limits",

@@ -2,6 +2,10 @@
 
 Read: `get_db_instance`. Acts: `modify_db_instance_class` (apply immediately),
 `failover_db` (reboot with ForceFailover; needs Multi-AZ).
+
+Acts are sent once: their client never retries (`Rds.get_client(mutation=True)`) and a lost
+answer (5xx, read timeout) raises `OutcomeUnknown`; the caller reconciles by describing the
+instance. Only a connection that never opened, or throttling, is retried.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    HTTPClientError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from prefect import task
 from pydantic import BaseModel, ConfigDict
 
@@ -22,7 +32,7 @@ from runbook.errors import (
     RunbookError,
     TransientError,
 )
-from runbook.retry import retrying
+from tasks.http import retry_unless_sent, unknown
 
 T = TypeVar("T")
 SERVICE = "rds"
@@ -60,7 +70,11 @@ class RdsChange(BaseModel):
     detail: dict[str, str] = {}
 
 
-def _map(exc: Exception) -> RunbookError:
+def _map(exc: Exception, *, mutation: bool = False) -> RunbookError:
+    """A botocore failure → our tree. For a mutation, anything after the request left (5xx,
+    read timeout, connection dropped mid-answer) is `OutcomeUnknown`; a connection that never
+    opened (EndpointConnectionError, ConnectTimeoutError) or throttling (AWS refused it before
+    acting) stays retryable."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
@@ -71,24 +85,36 @@ def _map(exc: Exception) -> RunbookError:
         if code in _AUTH:
             return NotAuthorized(f"{SERVICE}: {code}")
         if status >= 500:
+            if mutation:
+                return unknown(SERVICE, f"{code} (HTTP {status})")
             return TransientError(f"{SERVICE}: {code} (HTTP {status})")
         return PermanentError(f"{SERVICE}: {code}: {message}")
     if isinstance(exc, EndpointConnectionError):
         return TransientError(f"{SERVICE}: endpoint unreachable")
+    if isinstance(exc, BotoConnectionError):  # connect timeout, proxy, TLS: nothing was sent
+        return TransientError(f"{SERVICE}: could not connect ({type(exc).__name__})")
+    if isinstance(exc, HTTPClientError) and mutation:  # read timeout, connection closed
+        return unknown(SERVICE, f"no answer ({type(exc).__name__})")
     return TransientError(f"{SERVICE}: {type(exc).__name__}")
 
 
-async def _call(rds: Rds, operation: Callable[[Any], T]) -> T:
+async def _call(rds: Rds, operation: Callable[[Any], T], *, mutation: bool = False) -> T:
+    """One boto3 call in a thread. A read relies on botocore's standard-mode retries (its only
+    retry layer); a mutation's client makes one attempt, and it is sent again here only when
+    it never left or was throttled — never after `OutcomeUnknown`."""
+
     async def once() -> T:
         def run() -> T:
-            return operation(rds.get_client())
+            return operation(rds.get_client(mutation=mutation))
 
         try:
             return await asyncio.to_thread(run)
         except (ClientError, BotoCoreError) as exc:
-            raise _map(exc) from None
+            raise _map(exc, mutation=mutation) from None
 
-    return await retrying(once, attempts=2)
+    if not mutation:
+        return await once()
+    return await retry_unless_sent(once, attempts=2)
 
 
 def _instance(raw: dict[str, Any]) -> DbInstance:
@@ -127,6 +153,7 @@ async def modify_db_instance_class(rds: Rds, instance_class: str) -> RdsChange:
             DBInstanceClass=instance_class,
             ApplyImmediately=True,
         ),
+        mutation=True,
     )
     raw = answer["DBInstance"]
     return RdsChange(
@@ -143,6 +170,7 @@ async def failover_db(rds: Rds) -> RdsChange:
     answer = await _call(
         rds,
         lambda c: c.reboot_db_instance(DBInstanceIdentifier=rds.instance_id, ForceFailover=True),
+        mutation=True,
     )
     raw = answer["DBInstance"]
     return RdsChange(

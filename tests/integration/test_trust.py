@@ -403,3 +403,25 @@ async def test_a_scheduled_run_that_finds_nothing_posts_nothing(
     result = await llm_provider()
     assert result.decision == "none"
     assert slack(sb, slack_before) == []
+
+
+async def test_railway_answer_lost_after_apply_mutates_once_and_is_reconciled(
+    prefect_server: str, platform_env: SandboxHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """§3 switches to the fallback; Railway applies the variable change but the answer never
+    comes back. The switch is sent once, and the ledger learns from the platform it happened."""
+    sb = platform_env
+    env(monkeypatch, RUNBOOK_RAILWAY_TIMEOUT_S="2")
+    from flows.llm_provider import llm_provider
+
+    sb.inject("llm-outage")
+    sb.inject("railway-timeout-after-apply", hold_s=10, on="mutation")
+    before = sum(1 for e in sb.journal() if e["operation"] == "variableCollectionUpsert")
+    result = await llm_provider()
+    upserts = [e for e in sb.journal() if e["operation"] == "variableCollectionUpsert"]
+    assert len(upserts) == before + 1, "exactly one mutation reached Railway"
+    assert result.action == "switch_model" and result.action_status == "done", result
+    assert sb.state()["DEFAULT_MODEL"] == "gpt-4o-mini"
+    async with await opsdb.connect() as conn:
+        entries = await ledger.entries(conn, result.incident_id)
+    assert entries[-1].status == "done" and entries[-1].outcome == {"reconciled": True}
