@@ -3,10 +3,12 @@
     POST /alerts/{alertmanager,grafana,sentry,pagerduty,generic}
     GET  /healthz   GET /metrics
 
-Answers: 202 once every alert of the delivery is committed to Postgres; 400 malformed JSON;
-401 missing/bad credentials; 413 body over the limit; 415 not JSON; 422 wrong shape (the field
-is named); 503 only when the alert cannot be persisted (the sender retries). Error bodies are
-one line of JSON, never a traceback; logs never contain credentials or signatures.
+Answers: 202 once every alert of the delivery is committed to Postgres; 400 malformed JSON, or
+a value the database refuses (too long for a column, out of range, a bad byte sequence: the
+error names it, and only this delivery is refused, never the others committed with it); 401
+missing/bad credentials; 413 body over the limit; 415 not JSON; 422 wrong shape (the field is
+named); 503 only when the alert cannot be persisted (the sender retries). Error bodies are one
+line of JSON, never a traceback; logs never contain credentials or signatures.
 """
 
 from __future__ import annotations
@@ -27,14 +29,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from intake import auth
-from intake.dispatcher import DEPTH, Dispatcher
+from intake.dispatcher import OUTBOX_STATS, Dispatcher
 from intake.metrics import CONTENT_TYPE, IntakeMetrics
 from intake.parsers import PARSERS, SOURCES, Parsed, ShapeError
-from intake.persister import Persister
+from intake.persister import REFUSED, Persister, refusal
 from intake.routes import Router, RoutingTable, load_table
 from intake.settings import IntakeSettings
 from runbook import opsdb
 from runbook.alerts import Alert
+from runbook.errors import ConfigurationError
 from runbook.incidents import Outcome, Placement, Recorded
 
 log = logging.getLogger("intake")
@@ -69,6 +72,9 @@ class Intake:
 
     def __init__(self, settings: IntakeSettings, table: RoutingTable | None = None) -> None:
         self.settings = settings
+        # a table given by the caller is final (`runbook intake` loads the block itself, so a
+        # bad one stops it with one line before serving); else the file, then the block
+        self.table_given = table is not None
         self.table = table or load_table(settings.intake_routes_file)
         self.router = Router(self.table, deployment=settings.deployment_name)
         self.metrics = IntakeMetrics()
@@ -142,8 +148,8 @@ class Intake:
             raise Rejected(503, "not_ready", "intake is starting; retry")
         try:
             return await self.persister.record(placed)
-        except psycopg.errors.DataError:
-            raise Rejected(422, "wrong_shape", "body: a value cannot be stored") from None
+        except REFUSED as exc:  # this delivery's own content: the others of its batch went in
+            raise Rejected(400, "refused", f"cannot store this delivery: {refusal(exc)}") from None
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("cannot persist alert: %s", type(exc).__name__)
             raise Rejected(503, "cannot_persist", "cannot persist the alert now; retry") from None
@@ -219,19 +225,25 @@ class Intake:
         if self.pool is not None:
             with contextlib.suppress(psycopg.Error, PoolTimeout):
                 async with self.pool.connection(timeout=2) as conn:
-                    cur = await conn.execute(DEPTH)
+                    cur = await conn.execute(OUTBOX_STATS)
                     row = await cur.fetchone()
-                    self.metrics.outbox_depth.set(float(row[0]) if row else 0.0)
+                    depth, oldest = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+                    self.metrics.outbox_depth.set(depth)
+                    self.metrics.oldest_undispatched.set(oldest)
         return Response(self.metrics.render(), 200, media_type=CONTENT_TYPE)
 
     # --- lifecycle ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        if self.settings.intake_routes_block:
+        if self.settings.intake_routes_block and not self.table_given:
             from intake.routes_block import load_block_table
 
-            self.table = await load_block_table(self.settings.intake_routes_block, self.table)
+            try:
+                self.table = await load_block_table(self.settings.intake_routes_block, self.table)
+            except ConfigurationError as exc:
+                log.error("error: %s", exc)  # one line; the server refuses to start
+                raise
             self.router = Router(self.table, deployment=self.settings.deployment_name)
         connecting: asyncio.Task[None] | None = None
         try:

@@ -1,4 +1,5 @@
-"""The dispatcher: turns queued incident actions (the outbox) into flow runs and Slack messages.
+"""The dispatcher: turns queued incident actions (the outbox) into flow runs, Slack messages and
+PagerDuty pages.
 
 A row is claimed with a session-level advisory lock on its key, taken on the connection that
 works on it: across any number of intake processes one process works on a row at a time, a
@@ -8,6 +9,11 @@ with `idempotency_key=<incident id>`: a crash between creating the run and marki
 cannot create a second run. A failed attempt (Prefect API down, Slack 5xx) is rescheduled with
 exponential backoff; rows left by a killed process are picked up by any intake process, at
 start-up or at any poll.
+
+A flow whose deployment does not exist (Prefect answers 404) will not appear by retrying: the
+row is finished (`failed: no deployment NAME`) and, in the same transaction, a `slack` triage
+row and a `page` row are queued for the incident — durable like every row, so a restart loses
+neither, and a human hears of it within a poll or two.
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 from prefect.client.orchestration import get_client
 from prefect.deployments.flow_runs import arun_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 from psycopg_pool import AsyncConnectionPool
 
-from blocks.slack import Slack
 from intake.metrics import IntakeMetrics
+from intake.notices import DispatchFailed, notify_slack, page
 from intake.settings import IntakeSettings
-from runbook.incidents import Conn, Incident, get_incident
-from runbook.settings import get_settings
+from runbook.incidents import Conn, get_incident
+
+__all__ = ["OUTBOX_STATS", "DeploymentMissing", "DispatchFailed", "Dispatcher", "create_flow_run"]
 
 log = logging.getLogger("intake.dispatcher")
 
@@ -47,16 +54,36 @@ _DONE = (
     "UPDATE runbook.outbox SET done_at = now(), result = %s, attempts = attempts + 1,"
     " last_error = NULL WHERE incident_id = %s AND action = %s AND done_at IS NULL"
 )
+_FAILED = (
+    "UPDATE runbook.outbox SET done_at = now(), result = %s, attempts = attempts + 1,"
+    " last_error = %s WHERE incident_id = %s AND action = %s AND done_at IS NULL"
+)
+# tell a human: a triage message and a page, queued (durably) with the failed row's end
+_ESCALATE = (
+    "INSERT INTO runbook.outbox (incident_id, action, target)"
+    " VALUES (%(id)s, 'slack', %(why)s), (%(id)s, 'page', %(why)s)"
+    " ON CONFLICT (incident_id, action) DO UPDATE SET target = EXCLUDED.target,"
+    " created_at = now(), attempts = 0, next_attempt_at = now(), done_at = NULL, result = NULL,"
+    " last_error = NULL"
+)
 _RETRY = (
     "UPDATE runbook.outbox SET attempts = attempts + 1, last_error = %s,"
     " next_attempt_at = now() + make_interval(secs => %s)"
     " WHERE incident_id = %s AND action = %s AND done_at IS NULL"
 )
-DEPTH = "SELECT count(*) FROM runbook.outbox WHERE done_at IS NULL"
+# depth, and age in seconds of the oldest row not done (0 when none)
+OUTBOX_STATS = (
+    "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8"
+    " FROM runbook.outbox WHERE done_at IS NULL"
+)
 
 
-class DispatchFailed(Exception):
-    """An attempt failed; `str()` is one safe line for logs and the outbox row."""
+class DeploymentMissing(DispatchFailed):
+    """Prefect has no such deployment: permanent, retrying will not create it."""
+
+    def __init__(self, deployment: str) -> None:
+        super().__init__(f"no deployment {deployment}")
+        self.deployment = deployment
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,8 @@ class Dispatcher:
         try:
             async with asyncio.timeout(self.settings.intake_dispatch_timeout_s):
                 result = await self._perform(job)
+        except DeploymentMissing as exc:
+            await self._escalate(conn, job, str(exc))
         except Exception as exc:
             delay = self.backoff(job.attempts)
             message = _one_line(exc)
@@ -151,15 +180,30 @@ class Dispatcher:
             log.info("dispatched %s for incident %s: %s", job.action, job.incident_id, result)
             await conn.execute(_DONE, (result, job.incident_id, job.action))
 
+    async def _escalate(self, conn: Conn, job: Job, reason: str) -> None:
+        """Finish the row for good and queue the Slack triage message and the page with it."""
+        self.metrics.dispatch_failures.labels(job.action).inc()
+        log.error(
+            "dispatch %s for incident %s failed for good (%s): triage to Slack, paging",
+            job.action,
+            job.incident_id,
+            reason,
+        )
+        async with conn.transaction():
+            await conn.execute(_FAILED, (f"failed: {reason}", reason, job.incident_id, job.action))
+            await conn.execute(_ESCALATE, {"id": job.incident_id, "why": reason})
+
     async def _perform(self, job: Job) -> str:
         if job.action == "flow":
             return await create_flow_run(job.target, job.incident_id)
-        if job.action == "slack":
+        if job.action in ("slack", "page"):
             async with self.pool.connection() as conn:
                 incident = await get_incident(conn, job.incident_id)
             if incident is None:
                 return "skipped: incident not found"
-            return await notify_slack(incident)
+            if job.action == "slack":
+                return await notify_slack(incident, job.target)
+            return await page(incident, job.target)
         raise DispatchFailed(f"unknown action {job.action!r}")
 
 
@@ -177,39 +221,15 @@ async def create_flow_run(deployment: str, incident_id: str) -> str:
                 idempotency_key=incident_id,
                 as_subflow=False,
             )
+    except ObjectNotFound:
+        raise DeploymentMissing(deployment) from None
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            raise DeploymentMissing(deployment) from None
+        raise DispatchFailed(f"Prefect API answered {exc.response.status_code}") from None
     except httpx.HTTPError as exc:
         raise DispatchFailed(f"Prefect API unreachable: {type(exc).__name__}") from None
     return str(flow_run.id)
-
-
-async def notify_slack(incident: Incident) -> str:
-    """Post the triage message to the Slack incoming webhook (a `Slack` block, else settings)."""
-    incident_id = incident.id
-    try:
-        slack: Any = await Slack.resolve()
-    except Exception:  # Prefect API down: fall back to the environment
-        slack = Slack.from_settings(get_settings())
-    url = slack.webhook_url.get_secret_value()
-    if not url:
-        log.warning("triage incident %s: no Slack webhook configured", incident_id)
-        return "skipped: slack not configured"
-    text = (
-        f":rotating_light: Triage needed — no runbook flow handles alert *{incident.title}*"
-        f" ({incident.severity.value}, from {', '.join(incident.sources)}) on"
-        f" {incident.target}: {incident.summary} — incident {incident.id}"
-    )
-    try:
-        async with slack.get_client() as http:
-            response = await http.post(url, json={"text": text[:3000]})
-    except httpx.HTTPError as exc:
-        raise DispatchFailed(f"Slack unreachable: {type(exc).__name__}") from None
-    if response.status_code == 429 or response.status_code >= 500:
-        raise DispatchFailed(f"Slack answered {response.status_code}")
-    if response.status_code >= 400:
-        # permanent (invalid_payload, channel_not_found, archived): record it, do not loop
-        log.warning("triage incident %s: Slack refused (%d)", incident_id, response.status_code)
-        return f"failed: slack {response.status_code}"
-    return "slack ok"
 
 
 def _one_line(exc: BaseException) -> str:

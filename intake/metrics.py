@@ -38,7 +38,7 @@ class IntakeMetrics:
         )
         self.dispatched = Counter(
             "intake_dispatched",
-            "Incident actions completed (flow run created, Slack notified)",
+            "Incident actions completed (flow run created, Slack notified, PagerDuty paged)",
             ["action"],
             registry=r,
         )
@@ -50,6 +50,12 @@ class IntakeMetrics:
         )
         self.outbox_depth = Gauge(
             "intake_outbox_depth", "Incident actions not yet dispatched", registry=r
+        )
+        self.oldest_undispatched = Gauge(
+            "runbook_intake_oldest_undispatched_seconds",
+            "Age of the oldest incident action not yet dispatched (0 when none): alert on it,"
+            " it grows while Prefect, Slack or PagerDuty cannot be reached",
+            registry=r,
         )
         self.ack_seconds = Histogram(
             "intake_ack_seconds",

@@ -2,11 +2,14 @@
 
 A payload of the wrong shape raises `ShapeError` naming the field (dotted path) → 422.
 A delivery that carries no alert (PagerDuty `incident.acknowledged`, Sentry `issue.assigned`, …)
-parses to no alerts with an `ignored` reason → 202 `ignored`.
+parses to no alerts with an `ignored` reason → 202 `ignored`. Identities the sender chooses
+(delivery ids, fingerprints) longer than `MAX_ID_BYTES` are replaced by their SHA-256
+(`bounded_id`), so any length dedupes and none reaches a database limit.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +22,7 @@ from runbook.alerts import Alert, AlertStatus, Severity
 SOURCES = ("alertmanager", "grafana", "sentry", "pagerduty", "generic")
 
 _MAX_TEXT = 2000
+MAX_ID_BYTES = 200
 
 
 class ShapeError(Exception):
@@ -47,6 +51,24 @@ def _validate(model: type[M], payload: Any) -> M:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "body"
         raise ShapeError(field, first["msg"]) from None
+
+
+def bounded_id(value: str) -> str:
+    """`value`, or `"sha256:" + hex digest` of its UTF-8 when it is over `MAX_ID_BYTES` bytes.
+
+    Used for every delivery id and fingerprint before it is a dedupe key or stored: the same
+    long id always gives the same key (a redelivery is still a duplicate), and a key is never
+    longer than 200 bytes (an index entry holds at most ~2.7 kB)."""
+    if len(value) * 4 <= MAX_ID_BYTES:  # fast path: no UTF-8 character is over 4 bytes
+        return value
+    raw = value.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_ID_BYTES:
+        return value
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _delivery(value: str | None) -> str | None:
+    return bounded_id(value) if value else None
 
 
 def _clip(text: str) -> str:
@@ -97,7 +119,7 @@ def _from_alertmanager(
         summary=_summary(annotations, name),
         labels=labels,
         annotations=annotations,
-        fingerprint=alert.fingerprint,
+        fingerprint=bounded_id(alert.fingerprint),
         starts_at=starts,
         url=url or alert.generatorURL or None,
     )
@@ -135,8 +157,8 @@ def parse_sentry(payload: Any, headers: Mapping[str, str]) -> Parsed:
                     severity=severity,
                     summary=_clip(hook.data.description_text or name),
                     labels=labels,
-                    fingerprint=f"metric_alert:{hook.data.metric_alert.id}",
-                    delivery_id=delivery,
+                    fingerprint=bounded_id(f"metric_alert:{hook.data.metric_alert.id}"),
+                    delivery_id=_delivery(delivery),
                     url=hook.data.web_url or None,
                 ),
             )
@@ -160,8 +182,10 @@ def parse_sentry(payload: Any, headers: Mapping[str, str]) -> Parsed:
                     severity=Severity.parse(event.level, Severity.ERROR),
                     summary=_clip(title if not event.culprit else f"{title} ({event.culprit})"),
                     labels=labels,
-                    fingerprint=f"issue:{event.issue_id}" if event.issue_id else event.event_id,
-                    delivery_id=delivery,
+                    fingerprint=bounded_id(
+                        f"issue:{event.issue_id}" if event.issue_id else event.event_id
+                    ),
+                    delivery_id=_delivery(delivery),
                     url=event.web_url or None,
                 ),
             )
@@ -186,8 +210,8 @@ def parse_sentry(payload: Any, headers: Mapping[str, str]) -> Parsed:
                 severity=Severity.parse(issue.level, Severity.ERROR),
                 summary=_clip(f"{issue.title} ({issue.culprit})" if issue.culprit else issue.title),
                 labels=labels,
-                fingerprint=f"issue:{issue.id}",
-                delivery_id=delivery,
+                fingerprint=bounded_id(f"issue:{issue.id}"),
+                delivery_id=_delivery(delivery),
                 url=issue.web_url or None,
             ),
         )
@@ -231,8 +255,8 @@ def parse_pagerduty(payload: Any, headers: Mapping[str, str]) -> Parsed:
                 severity=Severity.parse(priority, default),
                 summary=_clip(title),
                 labels=labels,
-                fingerprint=incident.incident_key or incident.id,
-                delivery_id=headers.get("x-webhook-id") or event.id or None,
+                fingerprint=bounded_id(incident.incident_key or incident.id),
+                delivery_id=_delivery(headers.get("x-webhook-id") or event.id),
                 starts_at=event.occurred_at if status is AlertStatus.FIRING else None,
                 url=incident.html_url or None,
             ),
@@ -260,7 +284,7 @@ def parse_generic(payload: Any, headers: Mapping[str, str]) -> Parsed:
                 summary=_clip(alert.summary) or _summary(alert.annotations, alert.name),
                 labels=labels,
                 annotations=dict(alert.annotations),
-                fingerprint=alert.dedup_key,
+                fingerprint=bounded_id(alert.dedup_key),
                 starts_at=alert.starts_at,
             ),
         )

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
 
 from intake.routes import RoutingTable, parse_table
 
@@ -32,8 +33,14 @@ async def load_block_table(name: str, fallback: RoutingTable) -> RoutingTable:
     so alerts are still routed; an invalid table in the block is a configuration error.
     """
     try:
-        block: Any = await IntakeRoutes.aload(name)
+        # the document itself, not `IntakeRoutes.aload`: loading a Block emits a Prefect event,
+        # and a refused start-up would then end with the events worker's warnings
+        async with get_client() as client:
+            document = await client.read_block_document_by_name(
+                name, block_type_slug=IntakeRoutes.get_block_type_slug(), include_secrets=False
+            )
+        text: Any = document.data["table"]
     except Exception as exc:
         log.warning("routing block %r not loaded (%s); using the file", name, type(exc).__name__)
         return fallback
-    return parse_table(str(block.table), origin=f"IntakeRoutes block {name!r}")
+    return parse_table(str(text), origin=f"IntakeRoutes block {name!r}")

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -220,3 +223,60 @@ async def flow_run_of(api_url: str, incident_id: str) -> tuple[str, str, dict[st
                 flow = await client.read_flow(run.flow_id)
                 return flow.name, deployment.name, dict(run.parameters)
     raise AssertionError(f"no flow run for incident {incident_id}")
+
+
+class Sink:
+    """A fake Slack incoming webhook or PagerDuty Events v2 endpoint on 127.0.0.1.
+
+    Answers `status` (settable while running): 200 `ok` as Slack does, 202 `{"status":
+    "success", "dedup_key"}` as PagerDuty does, or the error status given. `received` holds the
+    JSON bodies it answered with 2xx; `attempts` counts every request."""
+
+    def __init__(self, kind: str = "slack", status: int | None = None) -> None:
+        self.kind = kind
+        self.status = status or (202 if kind == "pagerduty" else 200)
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                sink.attempts += 1
+                status = sink.status
+                if status < 300:
+                    sink.received.append(body)
+                if status < 300 and sink.kind == "pagerduty":
+                    answer = json.dumps({"status": "success", "dedup_key": body["dedup_key"]})
+                else:
+                    answer = "ok" if status < 300 else "unavailable"
+                self.send_response(status)
+                self.end_headers()
+                self.wfile.write(answer.encode())
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        path = "/services/T000/B000/XXXX" if self.kind == "slack" else "/v2/enqueue"
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def metric(text: str, name: str) -> float:
+    """The value of an unlabelled metric in a /metrics page."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    if found is None:
+        raise AssertionError(f"{name} not in /metrics")
+    return float(found.group(1))

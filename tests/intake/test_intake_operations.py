@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -131,3 +132,57 @@ def test_runbook_intake_command_serves_on_given_port(intake_env: dict[str, str])
     finally:
         process.terminate()
         process.wait(15)
+
+
+UNKNOWN_FLOW_TABLE = (
+    "routes:\n"
+    "  - name: disk-space\n"
+    "    flow: disk-cleanup\n"
+    "    match: [{text: 'disk'}]\n"
+    "fallback: {name: triage, notify: [slack]}\n"
+)
+
+
+def _start_intake(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`intake.cli.run` (what `runbook intake` runs) in a child process; returns once it exits
+    (a refused start-up) or fails the test if it is still serving after 60 s."""
+    code = f"from intake.cli import run; run('127.0.0.1', {free_port()})"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+
+
+def _assert_one_clear_line(done: subprocess.CompletedProcess[str], origin: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ") and origin in lines[0]
+    assert "route 'disk-space' names unknown flow 'disk-cleanup'" in lines[0]
+
+
+def test_intake_refuses_to_start_when_a_route_names_an_unknown_flow(
+    intake_env: dict[str, str], tmp_path: Path
+) -> None:
+    table = tmp_path / "routes.yaml"
+    table.write_text(UNKNOWN_FLOW_TABLE)
+    done = _start_intake({**intake_env, "RUNBOOK_INTAKE_ROUTES_FILE": str(table)})
+    _assert_one_clear_line(done, str(table))
+
+
+async def test_intake_refuses_to_start_when_its_routes_block_names_an_unknown_flow(
+    deployed: str, intake_env: dict[str, str]
+) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    name = unique("routes")
+    with temporary_settings(updates={PREFECT_API_URL: deployed}):
+        await IntakeRoutes(table=UNKNOWN_FLOW_TABLE).asave(name, overwrite=True)
+    env = {**intake_env, "PREFECT_API_URL": deployed, "RUNBOOK_INTAKE_ROUTES_BLOCK": name}
+    done = await asyncio.to_thread(_start_intake, env)
+    _assert_one_clear_line(done, f"IntakeRoutes block {name!r}")

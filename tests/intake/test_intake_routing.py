@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from intake.routes import Router, load_table, parse_table, route
+from intake.routes import KNOWN_FLOWS, Router, load_table, parse_table, route
 from runbook.alerts import Alert, AlertStatus
 from runbook.errors import ConfigurationError
 
@@ -119,7 +119,7 @@ def test_invalid_routing_table_is_a_configuration_error(text: str) -> None:
 
 def test_table_from_yaml_replaces_the_bundled_one() -> None:
     table = parse_table(
-        "routes:\n  - name: only\n    flow: only-flow\n    match: [{labels: {team: payments}}]\n"
+        "routes:\n  - name: only\n    flow: high-latency\n    match: [{labels: {team: payments}}]\n"
         "fallback: {name: triage, notify: [slack]}\n"
     )
     assert route(table, alert("x", team="payments")).route == "only"
@@ -135,3 +135,33 @@ def test_router_memo_gives_the_same_placement_as_route() -> None:
     # labels are part of the key: a different target is a different placement
     assert router(alert("HighErrorRate", target="a")).target == "a"
     assert router(alert("HighErrorRate", target="b")).target == "b"
+
+
+def test_every_registered_flow_is_a_known_flow() -> None:
+    """intake may not import `flows`; its own list must not drift from the registry."""
+    from flows.registry import FLOWS
+
+    assert set(FLOWS) <= KNOWN_FLOWS
+
+
+def test_bundled_table_routes_only_to_known_flows() -> None:
+    flows = {r.flow for r in (*TABLE.routes, TABLE.fallback) if r.flow}
+    assert flows and flows <= KNOWN_FLOWS
+
+
+@pytest.mark.parametrize("where", ["routes", "fallback"])
+def test_route_to_an_unknown_flow_is_refused_naming_route_and_flow(where: str) -> None:
+    if where == "routes":
+        text = (
+            "routes: [{name: disk-space, flow: disk-cleanup, match: [{text: disk}]}]\n"
+            "fallback: {name: triage, notify: [slack]}\n"
+        )
+        route_name = "disk-space"
+    else:
+        text = "routes: []\nfallback: {name: catch-all, flow: disk-cleanup}\n"
+        route_name = "catch-all"
+    with pytest.raises(ConfigurationError) as caught:
+        parse_table(text, origin="routes.yaml")
+    message = str(caught.value)
+    assert f"route '{route_name}' names unknown flow 'disk-cleanup'" in message
+    assert "\n" not in message
