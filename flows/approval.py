@@ -34,7 +34,7 @@ from psycopg.rows import dict_row
 from blocks.policy import Policy
 from blocks.slack import Slack
 from flows.notifications import notify, page, ui_link
-from runbook import opsdb
+from runbook import opsdb, slack_text
 from runbook.actions import ActionRequest, action_class, approvals_needed
 from runbook.approval import (
     ApprovalInput,
@@ -295,7 +295,8 @@ async def _announce(
     )
     text = (
         f":warning: Approval needed ({number}/{needed}) for *{request.action}* on "
-        f"`{request.target}` — incident {request.incident_id}. Why: {request.reason}. "
+        f"`{request.target}` — incident {request.incident_id}. "
+        f"Why: {slack_text.escape(request.reason)}. "
         f"Expires {expires_at:%H:%M:%S} UTC. Open {link} → Resume "
         f"(or `runbook approve {run_id} --approver NAME --code CODE --reason TEXT`)."
     )

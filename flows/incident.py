@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from blocks.policy import Policy
 from flows.approval import request_approval
 from flows.notifications import notify, page, ui_link
-from runbook import incidents, opsdb, timeline
+from runbook import incidents, opsdb, slack_text, timeline
 from runbook.actions import ActionRequest
 from runbook.safety import Act, ActOutcome, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
@@ -248,7 +248,8 @@ class IncidentRun:
         quiet = not self.from_incident and not self.outcomes and decision in QUIET_DECISIONS
         if not self.nested and not quiet:
             await notify(
-                f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. {summary} "
+                f"{prefix}*{self.flow}* — incident {self.incident_id}: {decision}. "
+                f"{slack_text.escape(summary)} "
                 f"Timeline: {link}"
             )
         return RemediationResult(
