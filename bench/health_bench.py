@@ -81,7 +81,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="runbook-bench-"))
     os.environ["PREFECT_HOME"] = str(home / "client")
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    from runbook.prefect_server import LocalPrefectServer
+    from sandbox.local.prefect_server import LocalPrefectServer
 
     server = LocalPrefectServer(home / "server", ui=False)
     server.start()

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from intake import auth  # noqa: E402
-from runbook.prefect_server import free_port  # noqa: E402
+from sandbox.local.prefect_server import free_port  # noqa: E402
 
 SECRET = "bench-generic-secret"
 TOKEN = "bench-alertmanager-token"

@@ -46,3 +46,5 @@ __all__ = [
     "StatusPages",
     "SupportApi",
 ]
+
+PROJECT = "runbook-remediation"  # `runbook` checks it: not another distribution's blocks

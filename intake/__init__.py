@@ -24,3 +24,5 @@ persisted. Start-up refuses a routing table whose routes name a flow not in
 flows read them with `get_incident`); a resolved alert closes one only when its fingerprint
 fired into it and nothing else its source reported there still fires (migration 102).
 """
+
+PROJECT = "runbook-remediation"  # `runbook` checks it: not another distribution's intake

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks.policy import Policy
+from runbook.policy import PolicyRules
 
 
 class ActionClass(StrEnum):
@@ -46,12 +46,12 @@ class ActionRequest(BaseModel):
         return f"{self.incident_id}:{self.action}:{self.target}"
 
 
-def action_class(policy: Policy, action: str) -> ActionClass:
+def action_class(policy: PolicyRules, action: str) -> ActionClass:
     """The policy's class for `action`; anything the policy does not know is destructive."""
     return ActionClass(policy.action_classes.get(action, ActionClass.DESTRUCTIVE.value))
 
 
-def needs_approval(policy: Policy, action: str) -> bool:
+def needs_approval(policy: PolicyRules, action: str) -> bool:
     """Whether a human must approve `action` in this environment."""
     cls = action_class(policy, action)
     if cls is ActionClass.READ:
@@ -61,6 +61,6 @@ def needs_approval(policy: Policy, action: str) -> bool:
     return cls.value in policy.approval_required_for or action in policy.approval_required_for
 
 
-def approvals_needed(policy: Policy, request: ActionRequest) -> int:
+def approvals_needed(policy: PolicyRules, request: ActionRequest) -> int:
     """How many distinct approvers the request needs (two-person actions need two)."""
     return 2 if request.two_person or request.action in policy.two_person_actions else 1

@@ -45,8 +45,7 @@ async def retrying(
     within a bounded time."""
     async for attempt in AsyncRetrying(
         # a mutation whose answer was lost is never re-sent blind (the safety core reconciles)
-        retry=retry_if_exception_type(TransientError)
-        & retry_if_not_exception_type(OutcomeUnknown),
+        retry=retry_if_exception_type(TransientError) & retry_if_not_exception_type(OutcomeUnknown),
         stop=stop_after_attempt(attempts) | stop_after_delay(total_seconds),
         wait=_wait,
         reraise=True,

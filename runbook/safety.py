@@ -36,11 +36,11 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists
 from pydantic import BaseModel
 
-from blocks.policy import Policy
 from runbook import killswitch, ledger, opsdb
 from runbook.actions import ActionClass, ActionRequest, action_class, needs_approval
 from runbook.approval import scope
 from runbook.errors import OutcomeUnknown, PermanentError
+from runbook.policy import PolicyRules
 
 FINAL = frozenset({"done", "undone"})  # an act that happened: never again for this incident
 LEASE_S = 60.0  # the shortest lease Prefect's server accepts
@@ -111,7 +111,7 @@ class _Perform:
     def __init__(
         self,
         request: ActionRequest,
-        policy: Policy,
+        policy: PolicyRules,
         page: Pager,
         reconcile: Reconcile | None,
     ) -> None:
@@ -184,7 +184,7 @@ class _Perform:
 async def perform(
     request: ActionRequest,
     *,
-    policy: Policy,
+    policy: PolicyRules,
     act: Act,
     dry_run: bool,
     approve: Approver,

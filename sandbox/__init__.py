@@ -7,3 +7,5 @@ Tests and the demo use `start_sandbox()` → `SandboxHandle` (see `sandbox.handl
 from sandbox.handle import SandboxError, SandboxHandle, start_sandbox
 
 __all__ = ["SandboxError", "SandboxHandle", "start_sandbox"]
+
+PROJECT = "runbook-remediation"  # `runbook` checks it: not another distribution's sandbox

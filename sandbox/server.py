@@ -34,11 +34,11 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from runbook import embedded
 from sandbox.appdb import prepare
 from sandbox.behaviour import seed_history
 from sandbox.environment import SECRETS, STATUSPAGE_PAGE_ID, client_env, extra_env
 from sandbox.langsmith import LangSmithApi
+from sandbox.local import embedded
 from sandbox.openai_admin import OpenAiAdmin, OpenAiKeys
 from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
 from sandbox.proxy import TcpProxy

@@ -1,7 +1,8 @@
 """Where the sandbox keeps the platform's data: which Postgres and Redis, and its own database.
 
 A server that was named but does not answer is replaced by an embedded one — never silently by
-another real server; none named → the machine's local server, else embedded (`runbook.embedded`).
+another real server; none named → the machine's local server, else embedded
+(`sandbox.local.embedded`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from runbook import embedded
+from sandbox.local import embedded
 
 
 def with_db(url: str, dbname: str, host: str | None = None, port: int | None = None) -> str:
@@ -32,7 +33,7 @@ def resolve(
     data_dir: Path,
 ) -> str:
     """A given server if it answers; a given one that does not → embedded (never silently
-    another real server); none given → the local default or embedded (`runbook.embedded`)."""
+    another real server); none given → the local default or embedded (`sandbox.local.embedded`)."""
     if preferred:
         parts = urlsplit(preferred)
         if embedded.reachable(parts.hostname or "127.0.0.1", parts.port or default_port):

@@ -67,7 +67,7 @@ def prefect_server(session_dir: Path) -> Iterator[str]:
     """A real Prefect server (SQLite, UI on) for the whole session; yields its base URL."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from runbook.prefect_server import LocalPrefectServer
+    from sandbox.local.prefect_server import LocalPrefectServer
 
     server = LocalPrefectServer(
         session_dir / "server-home",

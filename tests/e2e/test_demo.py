@@ -11,7 +11,7 @@ import uuid
 import psutil
 import pytest
 
-from runbook.demo import SCENARIOS
+from runbook.cli.demo import SCENARIOS
 
 pytestmark = pytest.mark.e2e
 

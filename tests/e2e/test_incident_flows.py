@@ -22,7 +22,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from runbook.demo import (
+from flows.registry import FLOWS
+from runbook.cli.demo import (
     SCENARIOS,
     Row,
     Scenario,
@@ -32,8 +33,8 @@ from runbook.demo import (
     alertmanager_payload,
     run_scenario,
 )
-from runbook.demo_stack import Stack
 from runbook.settings import get_settings
+from sandbox.local.stack import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -43,9 +44,10 @@ BY_NAME = {s.name: s for s in SCENARIOS}
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     saved = dict(os.environ)
-    st = Stack(Path(tempfile.mkdtemp(prefix="runbook-e2e-")), ui=False)
+    st = Stack(Path(tempfile.mkdtemp(prefix="runbook-e2e-")), flows=len(FLOWS), ui=False)
     try:
         st.start(say=lambda _m: None)
+        get_settings.cache_clear()  # the stack's environment is now the process's
         assert st.server is not None
         with temporary_settings(updates={PREFECT_API_URL: st.server.api_url}):
             yield st

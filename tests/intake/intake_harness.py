@@ -24,7 +24,7 @@ from typing import Any, Self
 import httpx
 
 from intake import auth
-from runbook.prefect_server import free_port
+from sandbox.local.prefect_server import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

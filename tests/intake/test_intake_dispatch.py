@@ -26,7 +26,7 @@ from intake_harness import (
 
 from runbook import opsdb
 from runbook.incidents import IncidentStatus, get_incident
-from runbook.prefect_server import LocalPrefectServer, free_port
+from sandbox.local.prefect_server import LocalPrefectServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 from intake_harness import IntakeProcess, Sender, generic_alert, unique
 
 from intake.routes_block import IntakeRoutes
-from runbook.prefect_server import free_port
+from sandbox.local.prefect_server import free_port
 
 pytestmark = pytest.mark.integration
 

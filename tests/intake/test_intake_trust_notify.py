@@ -23,7 +23,7 @@ from intake_harness import (
     unique,
 )
 
-from runbook.prefect_server import free_port
+from sandbox.local.prefect_server import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -98,7 +98,7 @@ async def safety_rollback(
 async def serve_with_sweeper() -> None:
     from prefect.flows import aserve
 
-    from runbook.approval_sweeper import run_sweeper
+    from flows.approval_sweeper import run_sweeper
 
     sweeping = "--no-sweeper" not in sys.argv  # else `runbook sweep` has to do it
     sweeper = asyncio.create_task(run_sweeper(1.0)) if sweeping else None

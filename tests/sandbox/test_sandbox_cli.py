@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook.embedded import reachable
+from sandbox.local.embedded import reachable
 
 pytestmark = pytest.mark.integration
 RUNBOOK = str(Path(sys.executable).with_name("runbook"))

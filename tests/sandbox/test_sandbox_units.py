@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook.embedded import postgres_url, redis_url
 from sandbox.langsmith import FilterError, parse_filter
+from sandbox.local.embedded import postgres_url, redis_url
 from tasks.railway import Deployment, last_known_good
 
 pytestmark = pytest.mark.unit

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from runbook import opsdb
-from runbook.demo_stack import Stack
+from runbook.settings import get_settings
+from sandbox.local.stack import Stack
 
 
 class Scenario(BaseModel):
@@ -354,11 +355,15 @@ def run_demo(
     if not chosen:
         names = ", ".join(s.name for s in SCENARIOS)
         raise ValueError(f"unknown scenario {scenario!r}; known: {names}")
-    stack = Stack(home)
+    from flows.registry import FLOWS
+
+    stack = Stack(home, flows=len(FLOWS))
     rows: list[Row] = []
     try:
         stack.start(say=lambda m: console.print(m, highlight=False))
-        assert stack.server is not None
+        get_settings.cache_clear()  # the stack's environment is now this process's
+        if stack.server is None:
+            raise RuntimeError("the local Prefect server did not start")
         console.print(f"Prefect UI: [link]{stack.server.url}[/]  intake: {stack.intake_url}")
         from prefect.settings import PREFECT_API_URL, temporary_settings
 

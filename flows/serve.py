@@ -42,7 +42,7 @@ async def build_deployments(with_schedules: bool = True) -> list[Any]:
 async def serve(with_schedules: bool = True) -> None:
     """Register the deployments and execute their runs until interrupted; meanwhile the
     approval sweeper times out approvals of suspended runs that nobody answered."""
-    from runbook.approval_sweeper import run_sweeper
+    from flows.approval_sweeper import run_sweeper
 
     sweeper = asyncio.create_task(run_sweeper(get_settings().approval_sweep_s))
     try:

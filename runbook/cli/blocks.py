@@ -17,7 +17,7 @@ console = Console()
 
 def _require_api() -> None:
     if not PREFECT_API_URL.value():
-        from runbook.cli import fail
+        from runbook.cli.output import fail
 
         raise fail(
             "PREFECT_API_URL is not set: start a Prefect server (`prefect server start`) "
@@ -52,7 +52,7 @@ def configure(
     """Save one block document per system, named after the environment."""
     _require_api()
     if not from_env:
-        from runbook.cli import fail
+        from runbook.cli.output import fail
 
         raise fail("nothing to configure from: pass --from-env (or edit blocks in the Prefect UI)")
     from blocks import ALL_BLOCKS

@@ -36,7 +36,7 @@ def pause(
     who: str = typer.Option("", "--as", help="your name (default: your login)"),
 ) -> None:
     """Kill switch: stop every act (or one target's) at once, until `runbook resume`."""
-    from runbook.cli import fail
+    from runbook.cli.output import fail
 
     if not reason.strip():
         raise fail("--reason must say why acting stops")
@@ -55,7 +55,7 @@ def resume(
     ),
 ) -> None:
     """Lift the kill switch: acts run again (each still under its approvals and budgets)."""
-    from runbook.cli import fail
+    from runbook.cli.output import fail
 
     try:
         lifted = asyncio.run(_resume(target))
@@ -88,7 +88,7 @@ def pause_lines(pauses: list[killswitch.Pause]) -> list[str]:
 
 def status() -> None:
     """The kill switch, approvals waiting for a human, notifications not yet delivered."""
-    from runbook.cli import fail
+    from runbook.cli.output import fail
 
     try:
         pauses, waiting, pending = asyncio.run(_status())

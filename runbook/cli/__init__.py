@@ -13,13 +13,21 @@ from typing import Any
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.table import Table
 
 from runbook import redact
+from runbook.cli.output import (
+    EXIT_CRITICAL,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    console,
+    err_console,
+    fail,
+)
 from runbook.domain import HealthReport, Status
 
-EXIT_OK, EXIT_UNAVAILABLE, EXIT_CRITICAL, EXIT_USAGE = 0, 1, 2, 64
+__all__ = ["EXIT_CRITICAL", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "app", "fail", "main"]
 
 app = typer.Typer(
     name="runbook",
@@ -28,8 +36,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
 
 _STYLE = {
     Status.OK: "green",
@@ -42,12 +48,6 @@ _STYLE = {
 @app.callback()
 def root() -> None:
     """Automated remediation of the support platform's operations runbook, on Prefect."""
-
-
-def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one clear line to stderr and return the exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
 
 
 def render_report(report: HealthReport) -> Table:
@@ -172,7 +172,9 @@ def demo(
     import tempfile
     from pathlib import Path
 
-    from runbook.demo import run_demo
+    from runbook.cli.demo import run_demo
+
+    _need_sandbox()
 
     home = Path(tempfile.mkdtemp(prefix="runbook-demo-"))
     try:
@@ -219,7 +221,7 @@ def serve(
     """Serve every runbook flow as a deployment ("<flow>/runbook") from this process."""
     from prefect.settings import PREFECT_API_URL
 
-    from runbook.serve import serve as serve_all
+    from flows.serve import serve as serve_all
 
     if not PREFECT_API_URL.value():
         raise fail("PREFECT_API_URL is not set: serving needs a running Prefect server")
@@ -236,7 +238,7 @@ def sweep(
     next to work-pool workers)."""
     from prefect.settings import PREFECT_API_URL
 
-    from runbook.approval_sweeper import run_sweeper, sweep_once
+    from flows.approval_sweeper import run_sweeper, sweep_once
 
     if not PREFECT_API_URL.value():
         raise fail("PREFECT_API_URL is not set: sweeping needs a running Prefect server")
@@ -261,10 +263,18 @@ def intake(
     run(host, port)
 
 
+def _need_sandbox() -> None:
+    """The simulated platform (its own extra)."""
+    from runbook.cli.packages import sandbox_missing
+
+    if (problem := sandbox_missing()) is not None:
+        raise fail(problem)
+
+
 def _mount_subcommands() -> None:
-    from runbook.cli_approvals import approvals, approve, reject
-    from runbook.cli_blocks import app as blocks_app
-    from runbook.cli_safety import pause, resume, status
+    from runbook.cli.approvals import approvals, approve, reject
+    from runbook.cli.blocks import app as blocks_app
+    from runbook.cli.safety import pause, resume, status
     from sandbox.cli import app as sandbox_app
 
     app.command()(approvals)
@@ -273,7 +283,7 @@ def _mount_subcommands() -> None:
     app.command()(pause)
     app.command()(resume)
     app.command()(status)
-    app.add_typer(sandbox_app, name="sandbox")
+    app.add_typer(sandbox_app, name="sandbox", callback=_need_sandbox)
     app.add_typer(blocks_app, name="blocks")
 
 
@@ -282,6 +292,11 @@ _mount_subcommands()
 
 def main() -> None:
     """Console-script entry point: no tracebacks for anything a user can cause."""
+    from runbook.cli.packages import foreign_packages
+
+    for problem in foreign_packages():
+        err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        sys.exit(EXIT_USAGE)
     try:
         app()
     except KeyboardInterrupt:
@@ -291,7 +306,3 @@ def main() -> None:
         first = redact.mask((str(exc).strip().splitlines() or [type(exc).__name__])[0][:300])
         err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {first}", highlight=False)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

@@ -18,13 +18,15 @@ from typing import Any
 import httpx
 import psycopg
 
-from runbook.prefect_server import LocalPrefectServer, free_port
+from sandbox.local.prefect_server import LocalPrefectServer, free_port
 
 
 class Stack:
-    def __init__(self, home: Path, *, ui: bool = True) -> None:
+    def __init__(self, home: Path, *, flows: int, ui: bool = True) -> None:
+        """`flows`: how many deployments `runbook serve` registers (ready when all are)."""
         self.home = home
         self.ui = ui
+        self.flows = flows
         self.server: LocalPrefectServer | None = None
         self.sandbox: Any = None
         self.children: list[subprocess.Popen[bytes]] = []
@@ -35,8 +37,8 @@ class Stack:
         self.alert_token = secrets.token_urlsafe(24)
 
     def start(self, say: Any = print) -> None:
-        from runbook.embedded import postgres_url
         from sandbox.handle import start_sandbox
+        from sandbox.local.embedded import postgres_url
 
         self.home.mkdir(parents=True, exist_ok=True)
         say("starting the Prefect server (embedded SQLite) …")
@@ -85,9 +87,6 @@ class Stack:
             "RUNBOOK_INTAKE_COOLDOWN_S": "0",
         }
         os.environ.update(self.env)
-        from runbook.settings import get_settings
-
-        get_settings.cache_clear()
         say("starting the alert intake and serving the flows …")
         log = (self.home / "intake.log").open("ab")
         self.children.append(self._spawn(["intake", "--port", str(port)], log))
@@ -105,8 +104,6 @@ class Stack:
         )
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
-        from flows.registry import FLOWS
-
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, child in zip(("intake", "serve"), self.children, strict=False):
@@ -120,7 +117,7 @@ class Stack:
                 names = httpx.post(
                     f"{self.server.api_url}/deployments/filter", json={}, timeout=2
                 ).json()
-                served = {d["name"] for d in names} == {"runbook"} and len(names) >= len(FLOWS)
+                served = {d["name"] for d in names} == {"runbook"} and len(names) >= self.flows
             except (httpx.HTTPError, ValueError):
                 intake_ok = served = False
             if intake_ok and served:
@@ -152,7 +149,7 @@ class Stack:
             except psycopg.Error:
                 pass
             self.ops_db = ""
-        from runbook.embedded import stop_embedded
+        from sandbox.local.embedded import stop_embedded
 
         stop_embedded()
 

@@ -77,8 +77,8 @@ async def answer(run: str, run_input: dict[str, Any]) -> str:
 
 def approvals() -> None:
     """List approvals waiting for a human: what each wants to do, since when, and where."""
-    from runbook.cli import fail
-    from runbook.cli_safety import pause_lines
+    from runbook.cli.output import fail
+    from runbook.cli.safety import pause_lines
 
     try:
         rows = asyncio.run(waiting())
@@ -115,7 +115,7 @@ def approve(
     code: str = typer.Option("", "--code", help="the one-time code sent to you"),
 ) -> None:
     """Approve a waiting destructive action."""
-    from runbook.cli import fail
+    from runbook.cli.output import fail
 
     payload: dict[str, Any] = {"approve": True, "approver": approver, "reason": reason}
     if code:  # only a coded form has the field (Prefect refuses unknown ones)
@@ -133,7 +133,7 @@ def reject(
     approver: str = typer.Option("", "--approver", help="your name (default: your login)"),
 ) -> None:
     """Reject a waiting destructive action: nothing is changed and the incident escalates."""
-    from runbook.cli import fail
+    from runbook.cli.output import fail
 
     name = approver or getpass.getuser()
     payload: dict[str, Any] = {"approve": False, "approver": name, "reason": reason}
