@@ -1,39 +1,70 @@
 """`runbook serve`: every runbook flow as a deployment named "runbook", served by this process.
 
 The same deployments `prefect.yaml` declares for work pools; this is the no-infrastructure way
-(demo, a single VM). Schedules (UTC): health-check every 5 min (the key-metrics watch) and
-llm-provider every 5 min (so the platform never stays on the fallback model), high-latency every
-10 min (replicas it added go back down after the Policy cool-down).
-Stopping `serve` pauses its deployments (Prefect's behaviour): restart it to resume.
+(demo, a single VM). Schedules live in one place, `prefect.yaml` (cron, UTC): `serve` reads them
+from there rather than repeating them. Stopping `serve` pauses its deployments (Prefect's
+behaviour): restart it to resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
+import yaml
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.flows import aserve
 
 from flows.registry import FLOWS, load_flow
+from runbook.errors import ConfigurationError
 from runbook.settings import get_settings
 
-SCHEDULES: dict[str, str] = {
-    "health-check": "*/5 * * * *",
-    "llm-provider": "*/5 * * * *",
-    "high-latency": "*/10 * * * *",
-}
+
+def prefect_yaml_path() -> Path:
+    """`RUNBOOK_PREFECT_YAML`, else the project's own `prefect.yaml` (beside `flows/`)."""
+    configured = os.environ.get("RUNBOOK_PREFECT_YAML")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[1] / "prefect.yaml"
+    if not path.is_file():
+        raise ConfigurationError(
+            f"no prefect.yaml at {path}: set RUNBOOK_PREFECT_YAML to the project's prefect.yaml"
+        )
+    return path
+
+
+def schedules_from_yaml(path: Path | None = None) -> dict[str, list[CronSchedule]]:
+    """Flow name → its active cron schedules, as `prefect.yaml` declares them."""
+    data = yaml.safe_load((path or prefect_yaml_path()).read_text()) or {}
+    by_target = {target: name for name, target in FLOWS.items()}
+    found: dict[str, list[CronSchedule]] = {}
+    for deployment in data.get("deployments") or []:
+        file, _, function = str(deployment.get("entrypoint", "")).partition(":")
+        target = file.removesuffix(".py").replace("/", ".") + ":" + function
+        name = by_target.get(target)
+        if name is None:
+            continue
+        found[name] = [
+            CronSchedule(cron=s["cron"], timezone=s.get("timezone") or "UTC")
+            for s in deployment.get("schedules") or []
+            if s.get("cron") and s.get("active", True)
+        ]
+    return found
 
 
 async def build_deployments(with_schedules: bool = True) -> list[Any]:
     name = get_settings().deployment_name
+    schedules = schedules_from_yaml() if with_schedules else {}
     deployments = []
     for flow_name in FLOWS:
-        cron = SCHEDULES.get(flow_name) if with_schedules else None
         flow_obj = load_flow(flow_name)
         deployments.append(
             await flow_obj.ato_deployment(
-                name=name, cron=cron, tags=["runbook"], description=flow_obj.description
+                name=name,
+                schedules=schedules.get(flow_name) or None,
+                tags=["runbook"],
+                description=flow_obj.description,
             )
         )
     return deployments

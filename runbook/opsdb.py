@@ -53,12 +53,21 @@ async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[str]:
     return applied_now
 
 
+_migrated: set[str] = set()  # databases this process has migrated (once each)
+
+
 async def connect(url: str | None = None) -> psycopg.AsyncConnection[tuple[Any, ...]]:
-    """An autocommit connection to the ops database, migrated."""
-    conn = await psycopg.AsyncConnection.connect(
-        url or ops_database_url(), autocommit=True, connect_timeout=5
-    )
-    await migrate(conn)
+    """An autocommit connection to the ops database, migrated once per process (the first
+    connection runs the migrations under their advisory lock; later ones take no lock)."""
+    target = url or ops_database_url()
+    conn = await psycopg.AsyncConnection.connect(target, autocommit=True, connect_timeout=5)
+    if target not in _migrated:
+        try:
+            await migrate(conn)
+        except BaseException:
+            await conn.close()
+            raise
+        _migrated.add(target)
     return conn
 
 
