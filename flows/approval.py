@@ -14,27 +14,30 @@ Two ways to wait, one form, one set of rules (allowlist, one-time code, distinct
   timeout always ends its run Failed: the parent reads that failure as "not approved" and carries
   on in a clear state.
 
-One wait per approver needed (two-person actions wait twice and require a different name).
-Codes go to each approver's own channel.
+Both run the same loop (`_wait_for_approvals`); only the Prefect primitive differs (`_Pause`,
+`_Suspend`): one wait per approver needed (two-person actions wait twice and require a
+different name), each approval point under its own pause key, announced (codes to each
+approver's own channel, the request to Slack) before it is recorded, answers checked by one
+`judge()`. Every "not approved" carries a structured `ApprovalCode`: who pages is decided on it,
+never on the wording of a reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Protocol
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.flow_runs import apause_flow_run, asuspend_flow_run
-from psycopg.rows import dict_row
 
 from blocks.policy import Policy
-from blocks.slack import Slack
-from flows.notifications import notify, page, ui_link
-from runbook import opsdb, slack_text
+from flows.approval_notify import announce, gate_problem
+from flows.notifications import page, ui_link
+from runbook import approvals, opsdb
 from runbook.actions import ActionRequest, action_class, approvals_needed
 from runbook.approval import (
     ApprovalInput,
@@ -43,112 +46,84 @@ from runbook.approval import (
     check_answer,
     code_matches,
     describe_request,
-    one_time_code,
     scope,
-    secret_problem,
 )
-from runbook.errors import RunbookError
-from runbook.safety import Approval
+from runbook.approvals import ApprovalStatus, WaitMode
+from runbook.safety import Approval, ApprovalCode
 from runbook.settings import get_settings
-from tasks.notify import send_slack
 
 # the answer the approval sweeper resumes an expired suspended run with
 TIMEOUT_APPROVER = "runbook: no answer in time"
 # Prefect's own pause timeout for a suspended run: ours plus this grace, so the sweeper (every few
 # seconds) always answers first; Prefect failing the run is the last resort when nothing sweeps
 SUSPEND_GRACE_S = 300
-GATE_KEY = "gate"
 
 
-async def _record(
-    run_id: str,
-    request: ActionRequest,
-    summary: str,
-    link: str,
-    expires_at: datetime,
-    *,
-    pause_key: str = GATE_KEY,
-    mode: str = "pause",
-) -> None:
+class _Wait(Protocol):
+    """How the current run waits for one answer: the only part the two gates do differently."""
+
+    mode: WaitMode
+
+    async def answer(
+        self, form: type[ApprovalInput], description: str, key: str, timeout_s: int
+    ) -> tuple[ApprovalInput, datetime]: ...
+
+
+class _Pause:
+    """The approval-gate subflow keeps its process and polls (a timeout fails the subflow)."""
+
+    mode = WaitMode.PAUSE
+
+    async def answer(
+        self, form: type[ApprovalInput], description: str, key: str, timeout_s: int
+    ) -> tuple[ApprovalInput, datetime]:
+        answer = await apause_flow_run(
+            wait_for_input=form.with_initial_data(description=description),
+            timeout=timeout_s,
+            poll_interval=get_settings().approval_poll_s,
+            key=key,
+        )
+        return answer, datetime.now(UTC)
+
+
+class _Suspend:
+    """A deployment run exits while it waits and reruns after the answer; the stored answer is
+    then returned here, checked as of the moment of the resume."""
+
+    mode = WaitMode.SUSPEND
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    async def answer(
+        self, form: type[ApprovalInput], description: str, key: str, timeout_s: int
+    ) -> tuple[ApprovalInput, datetime]:
+        # exits this process on the first pass; returns the stored answer after the resume
+        answer = await asuspend_flow_run(
+            wait_for_input=form.with_initial_data(description=description),
+            timeout=timeout_s + SUSPEND_GRACE_S,
+            key=key,
+        )
+        return answer, await _resumed_at(self.run_id, key)
+
+
+def _current_run_id() -> str:
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("an approval can only be waited for inside a flow run")
+    return str(ctx.flow_run.id)
+
+
+async def _refuse(request: ActionRequest, why: str, run_id: str, key: str) -> Approval:
+    """The configuration cannot give a valid approval: not approved, paged."""
     async with await opsdb.connect() as conn:
-        await conn.execute(
-            "INSERT INTO runbook.approvals (flow_run_id, pause_key, mode, idempotency_key,"
-            " incident_id, action, target, summary, ui_url, status, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, 'waiting', %s)"
-            " ON CONFLICT (flow_run_id, pause_key) DO UPDATE SET status = 'waiting',"
-            " expires_at = EXCLUDED.expires_at, decided_at = NULL",
-            (
-                run_id,
-                pause_key,
-                mode,
-                request.idempotency_key,
-                request.incident_id,
-                request.action,
-                request.target,
-                summary,
-                link,
-                expires_at,
-            ),
-        )
-
-
-async def _decide(
-    run_id: str, status: str, approver: str | None, reason: str, pause_key: str = GATE_KEY
-) -> None:
-    async with await opsdb.connect() as conn:
-        await conn.execute(
-            "UPDATE runbook.approvals SET status = %s, approver = %s, reason = %s,"
-            " decided_at = now() WHERE flow_run_id = %s AND pause_key = %s",
-            (status, approver, reason, run_id, pause_key),
-        )
-
-
-async def _load(run_id: str, pause_key: str) -> dict[str, Any] | None:
-    async with await opsdb.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT status, approver, reason, expires_at FROM runbook.approvals"
-            " WHERE flow_run_id = %s AND pause_key = %s",
-            (run_id, pause_key),
-        )
-        return await cur.fetchone()
-
-
-def gate_problem(policy: Policy, request: ActionRequest) -> str | None:
-    """A configuration that cannot give a valid approval: fail closed (not approved, paged)
-    instead of asking anyone through a channel that is not theirs."""
-    needed = approvals_needed(policy, request)
-    eligible = [
-        a
-        for a in policy.approvers
-        if not request.requested_by or a.lower() != request.requested_by.strip().lower()
-    ]
-    if policy.require_code:
-        if (problem := secret_problem()) is not None:
-            return f"configuration error: {problem}"
-        if not policy.approvers:
-            return "the Policy requires approval codes but lists no approvers"
-        missing = [a for a in policy.approvers if a not in policy.approver_webhooks]
-        if missing:
-            return (
-                f"configuration error: approver {', '.join(missing)} has no channel of their own"
-                " (RUNBOOK_APPROVER_WEBHOOKS); codes never go to the team channel"
-            )
-    if policy.approvers and len(eligible) < needed:
-        return (
-            f"{needed} approver(s) needed besides {request.requested_by}, who asked for this run;"
-            f" the Policy lists {', '.join(policy.approvers)}"
-        )
-    return None
-
-
-async def _refuse(request: ActionRequest, why: str, run_id: str, pause_key: str) -> Approval:
-    await _decide(run_id, "rejected", None, why, pause_key)
+        await approvals.decide(conn, run_id, key, ApprovalStatus.REJECTED, None, why)
     get_run_logger().error("Not approved: %s", why)
     paged = await page(
         f"Approval for {request.action} on {request.target} impossible: {why}",
         {"incident": request.incident_id, "key": request.idempotency_key},
     )
-    return Approval(approved=False, reason=why, paged=paged)
+    return Approval(approved=False, reason=why, code=ApprovalCode.IMPOSSIBLE, paged=paged)
 
 
 async def _refused_answer(
@@ -156,55 +131,27 @@ async def _refused_answer(
 ) -> Approval:
     """An answer that tried to approve and was refused (wrong code, not on the list, the
     requester, a repeated name) is a possible forgery: page it. A plain rejection is not."""
-    paged = False
-    if answer.approve:
-        paged = await page(
-            f"Refused an approval of {request.action} on {request.target}: {problem}",
-            {"incident": request.incident_id, "key": request.idempotency_key},
+    if not answer.approve:
+        return Approval(
+            approved=False, approvers=approved_by, reason=problem, code=ApprovalCode.REJECTED
         )
-    return Approval(approved=False, approvers=approved_by, reason=problem, paged=paged)
+    paged = await page(
+        f"Refused an approval of {request.action} on {request.target}: {problem}",
+        {"incident": request.incident_id, "key": request.idempotency_key},
+    )
+    return Approval(
+        approved=False,
+        approvers=approved_by,
+        reason=problem,
+        code=ApprovalCode.REFUSED,
+        paged=paged,
+    )
 
 
-async def _send_codes(
-    policy: Policy,
-    request: ActionRequest,
-    run_id: str,
-    expires_at: datetime,
-    link: str,
-) -> list[str]:
-    """Each approver's code to their own channel only; returns who could not be reached."""
-    secret = approval_secret()
-    unreachable = []
-    for name in policy.approvers:
-        if request.requested_by and name.lower() == request.requested_by.strip().lower():
-            continue  # they asked for this run: they get no code
-        hook = policy.approver_webhooks.get(name)
-        if hook is None:
-            unreachable.append(name)
-            continue
-        code = one_time_code(secret, run_id, scope(request), name, expires_at)
-        try:
-            await send_slack(
-                Slack(webhook_url=hook),
-                f"{name}: your one-time approval code for {request.action} on {request.target} "
-                f"(incident {request.incident_id}) is {code}. It expires "
-                f"{expires_at:%H:%M:%S} UTC. Approve at {link}",
-            )
-        except RunbookError:
-            unreachable.append(name)
-    return unreachable
-
-
-@flow(name="approval-gate", log_prints=False)
-async def approval_gate(request: ActionRequest) -> Approval:
-    """Wait for an operator to approve or reject one destructive action.
-
-    Open this run in the UI → menu → Resume, then fill the form: tick approve, your name, the
-    one-time code sent to you, and a reason."""
+async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: str) -> Approval:
+    """The one approval loop (see the module docstring)."""
     logger = get_run_logger()
-    ctx = FlowRunContext.get()
-    assert ctx is not None and ctx.flow_run is not None
-    run_id = str(ctx.flow_run.id)
+    run_id = _current_run_id()
     policy = await Policy.resolve()
     needed = approvals_needed(policy, request)
     form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
@@ -212,12 +159,53 @@ async def approval_gate(request: ActionRequest) -> Approval:
     approved_by: list[str] = []
     reasons: list[str] = []
     if (why := gate_problem(policy, request)) is not None:
-        return await _refuse(request, why, run_id, GATE_KEY)
-
+        return await _refuse(request, why, run_id, f"{key_prefix}-1")
     for number in range(1, needed + 1):
-        expires_at = (datetime.now(UTC) + timedelta(seconds=policy.approval_timeout_s)).replace(
-            microsecond=0
-        )
+        key = f"{key_prefix}-{number}"
+        async with await opsdb.connect() as conn:
+            stored = await approvals.load(conn, run_id, key)
+        if stored is not None and stored.status is ApprovalStatus.APPROVED:
+            approved_by.append(stored.approver or "")
+            reasons.append(f"{stored.approver}: {stored.reason or 'no reason given'}")
+            continue
+        if stored is not None and stored.status in {
+            ApprovalStatus.REJECTED,
+            ApprovalStatus.TIMED_OUT,
+        }:
+            timed_out = stored.status is ApprovalStatus.TIMED_OUT
+            return Approval(
+                approved=False,
+                approvers=approved_by,
+                reason=stored.reason or stored.status.value,
+                code=ApprovalCode.TIMED_OUT if timed_out else ApprovalCode.REJECTED,
+            )
+        if stored is None or stored.status is not ApprovalStatus.WAITING:
+            expires_at = (datetime.now(UTC) + timedelta(seconds=policy.approval_timeout_s)).replace(
+                microsecond=0
+            )
+            # announce first: a process that dies between the two announces again on its rerun
+            await announce(policy, request, run_id, link, expires_at, number, needed)
+            async with await opsdb.connect() as conn:
+                await approvals.record(
+                    conn,
+                    run_id=run_id,
+                    pause_key=key,
+                    mode=wait.mode,
+                    request=request,
+                    summary=f"{request.action} on {request.target}: {request.reason}",
+                    link=link,
+                    expires_at=expires_at,
+                )
+            logger.info(
+                "Waiting for approval %d/%d of %s on %s (%s)",
+                number,
+                needed,
+                request.action,
+                request.target,
+                "this process is freed" if wait.mode is WaitMode.SUSPEND else "paused",
+            )
+        else:
+            expires_at = stored.expires_at
         description = describe_request(
             request,
             action_class=action_class(policy, request.action).value,
@@ -226,25 +214,51 @@ async def approval_gate(request: ActionRequest) -> Approval:
             approvers_needed=needed,
             require_code=policy.require_code,
         )
-        summary = f"{request.action} on {request.target}: {request.reason}"
-        await _record(run_id, request, summary, link, expires_at)
-        await _announce(policy, request, run_id, link, expires_at, number, needed)
-        logger.info("Waiting for approval %d/%d of %s", number, needed, request.action)
-        answer = await apause_flow_run(
-            wait_for_input=form.with_initial_data(description=description),
-            timeout=policy.approval_timeout_s,
-            poll_interval=get_settings().approval_poll_s,
-            key=f"approval-{number}",
-        )
-        problem = judge(answer, policy, request, run_id, expires_at, datetime.now(UTC), approved_by)
+        answer, answered_at = await wait.answer(form, description, key, policy.approval_timeout_s)
+        late = answered_at > expires_at
+        if late or (not answer.approve and answer.approver == TIMEOUT_APPROVER):
+            why = f"no approval within {policy.approval_timeout_s} s"
+            async with await opsdb.connect() as conn:
+                await approvals.decide(conn, run_id, key, ApprovalStatus.TIMED_OUT, None, why)
+            logger.warning("Not approved: %s", why)
+            return Approval(
+                approved=False, approvers=approved_by, reason=why, code=ApprovalCode.TIMED_OUT
+            )
+        problem = judge(answer, policy, request, run_id, expires_at, answered_at, approved_by)
+        name = answer.approver.strip()
+        async with await opsdb.connect() as conn:
+            if problem is not None:
+                await approvals.decide(conn, run_id, key, ApprovalStatus.REJECTED, name, problem)
+            else:
+                await approvals.decide(
+                    conn, run_id, key, ApprovalStatus.APPROVED, name, answer.reason
+                )
         if problem is not None:
-            await _decide(run_id, "rejected", answer.approver, problem)
             logger.warning("Not approved: %s", problem)
             return await _refused_answer(request, answer, problem, approved_by)
-        approved_by.append(answer.approver.strip())
-        reasons.append(f"{answer.approver.strip()}: {answer.reason or 'no reason given'}")
-        await _decide(run_id, "approved", answer.approver, answer.reason)
-    return Approval(approved=True, approvers=approved_by, reason="; ".join(reasons))
+        logger.info("Approved (%d/%d) by %s: %s", number, needed, name, answer.reason)
+        approved_by.append(name)
+        reasons.append(f"{name}: {answer.reason or 'no reason given'}")
+    return Approval(
+        approved=True, approvers=approved_by, reason="; ".join(reasons), code=ApprovalCode.APPROVED
+    )
+
+
+@flow(name="approval-gate", log_prints=False)
+async def approval_gate(request: ActionRequest) -> Approval:
+    """Wait for an operator to approve or reject one destructive action.
+
+    Open this run in the UI → menu → Resume, then fill the form: tick approve, your name, the
+    one-time code sent to you, and a reason."""
+    return await _wait_for_approvals(request, _Pause(), "approval")
+
+
+async def suspended_gate(request: ActionRequest) -> Approval:
+    """The gate inside the current (deployment) run, waiting with `suspend_flow_run`: the first
+    pass announces, records and suspends (the process exits); after the answer the flow reruns
+    from the top and comes back here, where each point's stored answer is checked."""
+    digest = hashlib.sha256(f"{request.idempotency_key}|{scope(request)}".encode()).hexdigest()[:16]
+    return await _wait_for_approvals(request, _Suspend(_current_run_id()), f"approval-{digest}")
 
 
 def judge(
@@ -278,43 +292,6 @@ def judge(
     )
 
 
-async def _announce(
-    policy: Policy,
-    request: ActionRequest,
-    run_id: str,
-    link: str,
-    expires_at: datetime,
-    number: int,
-    needed: int,
-) -> None:
-    """Codes to each approver's own channel, then the team's Slack message with the UI link.
-    Never raises: a channel that fails is replaced by a page (the request reaches PagerDuty
-    within seconds) and the act keeps waiting for a valid answer."""
-    unreachable = (
-        await _send_codes(policy, request, run_id, expires_at, link) if policy.require_code else []
-    )
-    text = (
-        f":warning: Approval needed ({number}/{needed}) for *{request.action}* on "
-        f"`{request.target}` — incident {request.incident_id}. "
-        f"Why: {slack_text.escape(request.reason)}. "
-        f"Expires {expires_at:%H:%M:%S} UTC. Open {link} → Resume "
-        f"(or `runbook approve {run_id} --approver NAME --code CODE --reason TEXT`)."
-    )
-    team_told = await notify(text)
-    if team_told and not unreachable:
-        return
-    problems = []
-    if not team_told:
-        problems.append("Slack did not take the approval request")
-    if unreachable:
-        problems.append(f"no code could be delivered to {', '.join(unreachable)}")
-    await page(
-        f"Approval needed for {request.action} on {request.target} "
-        f"(incident {request.incident_id}): {'; '.join(problems)}. Open {link}",
-        {"incident": request.incident_id, "key": request.idempotency_key, "link": link},
-    )
-
-
 async def _resumed_at(run_id: str, pause_key: str) -> datetime:
     """When the answer to this pause came: the state right after the pause with this key."""
     async with get_client() as client:
@@ -339,105 +316,18 @@ def suspendable() -> bool:
     return bool(run and run.deployment_id and not run.parent_task_run_id)
 
 
-async def suspended_gate(request: ActionRequest) -> Approval:
-    """The gate inside the current (deployment) run, waiting with `suspend_flow_run`.
-
-    The first pass records the request, sends the codes and suspends: the process exits. After
-    the answer the flow reruns from the top and comes back here: each approval point's answer is
-    then returned by Prefect (same pause key) and checked — or read back from the ledger when an
-    earlier pass already decided it."""
-    logger = get_run_logger()
-    ctx = FlowRunContext.get()
-    assert ctx is not None and ctx.flow_run is not None
-    run_id = str(ctx.flow_run.id)
-    policy = await Policy.resolve()
-    needed = approvals_needed(policy, request)
-    form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
-    link = ui_link(run_id)
-    digest = hashlib.sha256(f"{request.idempotency_key}|{scope(request)}".encode()).hexdigest()[:16]
-    approved_by: list[str] = []
-    reasons: list[str] = []
-    if (why := gate_problem(policy, request)) is not None:
-        return await _refuse(request, why, run_id, f"approval-{digest}-1")
-    for number in range(1, needed + 1):
-        pause_key = f"approval-{digest}-{number}"
-        row = await _load(run_id, pause_key)
-        if row is not None and row["status"] == "approved":
-            approved_by.append(row["approver"])
-            reasons.append(f"{row['approver']}: {row['reason'] or 'no reason given'}")
-            continue
-        if row is not None and row["status"] in {"rejected", "timed_out"}:
-            return Approval(
-                approved=False,
-                approvers=approved_by,
-                reason=row["reason"] or row["status"],
-                timed_out=row["status"] == "timed_out",
-            )
-        if row is None:
-            expires_at = (datetime.now(UTC) + timedelta(seconds=policy.approval_timeout_s)).replace(
-                microsecond=0
-            )
-            summary = f"{request.action} on {request.target}: {request.reason}"
-            await _announce(policy, request, run_id, link, expires_at, number, needed)
-            await _record(
-                run_id, request, summary, link, expires_at, pause_key=pause_key, mode="suspend"
-            )
-            logger.info(
-                "Suspending until approval %d/%d of %s (this process is freed)",
-                number,
-                needed,
-                request.action,
-            )
-        else:
-            expires_at = row["expires_at"]
-        description = describe_request(
-            request,
-            action_class=action_class(policy, request.action).value,
-            expires_at=expires_at,
-            approver_number=number,
-            approvers_needed=needed,
-            require_code=policy.require_code,
-        )
-        # exits this process on the first pass; returns the stored answer after the resume
-        answer = await asuspend_flow_run(
-            wait_for_input=form.with_initial_data(description=description),
-            timeout=policy.approval_timeout_s + SUSPEND_GRACE_S,
-            key=pause_key,
-        )
-        answered_at = await _resumed_at(run_id, pause_key)
-        late = answered_at > expires_at
-        if late or (not answer.approve and answer.approver == TIMEOUT_APPROVER):
-            why = f"no approval within {policy.approval_timeout_s} s"
-            await _decide(run_id, "timed_out", None, why, pause_key)
-            logger.warning("Not approved: %s", why)
-            return Approval(approved=False, approvers=approved_by, reason=why, timed_out=True)
-        problem = judge(answer, policy, request, run_id, expires_at, answered_at, approved_by)
-        if problem is not None:
-            await _decide(run_id, "rejected", answer.approver, problem, pause_key)
-            logger.warning("Not approved: %s", problem)
-            return await _refused_answer(request, answer, problem, approved_by)
-        approved_by.append(answer.approver.strip())
-        reasons.append(f"{answer.approver.strip()}: {answer.reason or 'no reason given'}")
-        await _decide(run_id, "approved", answer.approver.strip(), answer.reason, pause_key)
-    return Approval(approved=True, approvers=approved_by, reason="; ".join(reasons))
-
-
 async def request_approval(request: ActionRequest) -> Approval:
     """Wait for the approvals `request` needs: suspended in a deployment run, else in the
-    approval-gate subflow, whose failure (timeout included) means "not approved"."""
+    approval-gate subflow, whose failure (Prefect's pause timeout) means "not approved"."""
     if suspendable():
         return await suspended_gate(request)
     state = await approval_gate(request, return_state=True)
     if state.is_completed():
         result = await state.aresult()
-        assert isinstance(result, Approval)
-        return result
+        if isinstance(result, Approval):
+            return result
     policy = await Policy.resolve()
     why = f"no approval within {policy.approval_timeout_s} s ({state.name})"
     async with await opsdb.connect() as conn:
-        await conn.execute(
-            "UPDATE runbook.approvals SET status = 'timed_out', reason = %s, decided_at = now()"
-            " WHERE idempotency_key = %s AND status = 'waiting' AND mode = 'pause'",
-            (why, request.idempotency_key),
-        )
-    return Approval(approved=False, reason=why, timed_out=True)
+        await approvals.time_out_paused(conn, request.idempotency_key, why)
+    return Approval(approved=False, reason=why, code=ApprovalCode.TIMED_OUT)

@@ -21,16 +21,9 @@ from prefect.exceptions import ObjectNotFound
 
 from flows.approval import TIMEOUT_APPROVER
 from flows.notifications import flush_outbox, page
-from runbook import opsdb
+from runbook import approvals, opsdb
 
 log = logging.getLogger("runbook.approvals")
-
-_EXPIRED = (
-    "SELECT flow_run_id, pause_key, action, target FROM runbook.approvals"
-    " WHERE mode = 'suspend' AND status = 'waiting' AND expires_at < now()"
-    " AND (swept_at IS NULL OR swept_at < now() - interval '30 seconds')"
-    " ORDER BY expires_at LIMIT 100"
-)
 
 
 def timeout_answer(action: str, target: str) -> dict[str, Any]:
@@ -45,15 +38,11 @@ def timeout_answer(action: str, target: str) -> dict[str, Any]:
 async def sweep_once() -> list[str]:
     """Resume every expired suspended approval with the timeout answer; returns those runs."""
     async with await opsdb.connect() as conn:
-        rows = await (await conn.execute(_EXPIRED)).fetchall()
+        rows = await approvals.expired_suspended(conn)
         swept: list[str] = []
         async with get_client() as client:
             for run_id, pause_key, action, target in rows:
-                await conn.execute(
-                    "UPDATE runbook.approvals SET swept_at = now()"
-                    " WHERE flow_run_id = %s AND pause_key = %s",
-                    (run_id, pause_key),
-                )
+                await approvals.mark_swept(conn, run_id, pause_key)
                 try:
                     run = await client.read_flow_run(UUID(run_id))
                 except ObjectNotFound:
@@ -74,17 +63,11 @@ async def sweep_once() -> list[str]:
                     # the run ended while waiting (cancelled, deleted, or failed by Prefect's
                     # own pause timeout because nothing swept in time): nobody acted, tell one
                     why = f"the run ended while waiting ({state.name if state else 'gone'})"
-                    cur = await conn.execute(
-                        "UPDATE runbook.approvals SET status = 'timed_out', reason = %s,"
-                        " decided_at = now() WHERE flow_run_id = %s AND pause_key = %s"
-                        " AND status = 'waiting' RETURNING incident_id",
-                        (why, run_id, pause_key),
-                    )
-                    row = await cur.fetchone()
-                    if row is not None:
+                    incident = await approvals.end_unanswered(conn, run_id, pause_key, why)
+                    if incident is not None:
                         await page(
                             f"Approval for {action} on {target} never answered: {why}",
-                            {"incident": row[0], "flow_run": run_id},
+                            {"incident": incident, "flow_run": run_id},
                         )
     return swept
 

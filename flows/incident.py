@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from blocks.policy import Policy
 from flows.approval import request_approval
 from flows.notifications import notify, page, ui_link
-from runbook import incidents, opsdb, slack_text, timeline
+from runbook import approvals, incidents, opsdb, slack_text, timeline
 from runbook.actions import ActionRequest
 from runbook.safety import Act, ActOutcome, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
@@ -115,22 +115,13 @@ class IncidentRun:
         if not self.flow_run_id:
             return
         async with await opsdb.connect() as conn:
-            await conn.execute(
-                "UPDATE runbook.approvals SET status = 'withdrawn', decided_at = now(),"
-                " reason = 'the flow finished without needing it' WHERE flow_run_id = %s"
-                " AND status = 'waiting'",
-                (self.flow_run_id,),
-            )
+            await approvals.withdraw_waiting(conn, self.flow_run_id)
 
     async def _waited_for_approval(self) -> bool:
         if not self.flow_run_id:
             return False
         async with await opsdb.connect() as conn:
-            cur = await conn.execute(
-                "SELECT 1 FROM runbook.approvals WHERE flow_run_id = %s LIMIT 1",
-                (self.flow_run_id,),
-            )
-            return await cur.fetchone() is not None
+            return await approvals.has_waited(conn, self.flow_run_id)
 
     async def finish_if_resolved(self) -> RemediationResult | None:
         """A resolved alert arrived before this run started: never remediate it."""

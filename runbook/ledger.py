@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import psycopg
@@ -22,6 +23,22 @@ from runbook.actions import ActionClass, ActionRequest
 from runbook.errors import PermanentError
 
 Conn = psycopg.AsyncConnection[Any]
+
+
+class LedgerStatus(StrEnum):
+    """Where one act stands (a CHECK constraint in the database holds the same list)."""
+
+    INTENT = "intent"  # wanted, nothing decided yet
+    PLANNED = "planned"  # dry run: what would have been done
+    APPROVED = "approved"  # a human approved this exact scope (approved_scope, approved_at)
+    STARTED = "started"  # sent; the outcome is unknown until `done` (reconcile after a crash)
+    DONE = "done"  # happened (final)
+    UNDONE = "undone"  # happened and was reverted after a failed verify (final)
+    FAILED = "failed"  # the platform refused it (permanent error)
+    REJECTED = "rejected"  # not approved (no, timeout, refused answer, impossible)
+    REFUSED = "refused"  # a rule stopped it (budget, slot, another scope started)
+    SKIPPED = "skipped"  # the symptom was gone when re-checked after approval
+    HELD = "held"  # the kill switch was on
 
 
 class LedgerEntry(BaseModel):

@@ -27,6 +27,7 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from prefect.client.orchestration import get_client
@@ -52,12 +53,26 @@ Approver = Callable[[ActionRequest], Awaitable["Approval"]]
 Pager = Callable[[str, dict[str, Any]], Awaitable[bool | None]]
 
 
+class ApprovalCode(StrEnum):
+    """Why an approval ended as it did: paging is decided on this, never on a reason's words."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"  # a human said no
+    REFUSED = "refused"  # an answer tried to approve and failed the checks (possible forgery)
+    TIMED_OUT = "timed_out"  # nobody answered in time
+    IMPOSSIBLE = "impossible"  # the configuration cannot give a valid approval
+
+
 class Approval(BaseModel):
     approved: bool
     approvers: list[str] = []
     reason: str = ""
-    timed_out: bool = False
+    code: ApprovalCode = ApprovalCode.REJECTED
     paged: bool = False  # the gate already paged a human about this answer
+
+    @property
+    def timed_out(self) -> bool:
+        return self.code is ApprovalCode.TIMED_OUT
 
 
 class ActOutcome(BaseModel):
@@ -252,10 +267,12 @@ async def perform(
                     "rejected",
                     answer.reason,
                     key=key,
-                    detail={"timed_out": answer.timed_out},
+                    detail={"code": answer.code.value},
                 )
                 paged = answer.paged
-                if answer.timed_out and not paged:
+                # nobody answered, or nobody could: a human must hear of it now (a plain "no"
+                # is escalated by the flow; a refused answer was paged by the gate)
+                if answer.code in {ApprovalCode.TIMED_OUT, ApprovalCode.IMPOSSIBLE} and not paged:
                     paged = await _paged(
                         page,
                         f"Approval for {request.action} on {request.target} not given: "

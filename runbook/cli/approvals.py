@@ -18,23 +18,18 @@ import typer
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import aresume_flow_run
-from psycopg.rows import dict_row
 from rich.console import Console
 from rich.table import Table
 
+from runbook import approvals as store
 from runbook import killswitch, opsdb
 
 console = Console()
 
 
-async def waiting() -> list[dict[str, Any]]:
-    async with await opsdb.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT flow_run_id, incident_id, action, target, summary, ui_url, requested_at,"
-            " expires_at FROM runbook.approvals WHERE status = 'waiting'"
-            " ORDER BY requested_at"
-        )
-        return list(await cur.fetchall())
+async def waiting() -> list[store.Waiting]:
+    async with await opsdb.connect() as conn:
+        return await store.waiting(conn)
 
 
 async def _pauses() -> list[killswitch.Pause]:
@@ -48,7 +43,7 @@ async def resolve_run(run: str) -> UUID:
         return UUID(run)
     except ValueError:
         pass
-    matches = [r["flow_run_id"] for r in await waiting() if r["flow_run_id"].startswith(run)]
+    matches = sorted({r.flow_run_id for r in await waiting() if r.flow_run_id.startswith(run)})
     if len(matches) == 1:
         return UUID(matches[0])
     if not matches:
@@ -95,15 +90,15 @@ def approvals() -> None:
         table.add_column(column)
     now = datetime.now(UTC)
     for r in rows:
-        minutes = (now - r["requested_at"]).total_seconds() / 60
+        minutes = (now - r.requested_at).total_seconds() / 60
         table.add_row(
-            r["flow_run_id"],
-            r["incident_id"],
-            r["action"],
-            r["target"],
+            r.flow_run_id,
+            r.incident_id,
+            r.action,
+            r.target,
             f"{minutes:.0f} min",
-            f"{r['expires_at']:%H:%M:%S} UTC",
-            r["ui_url"] or "",
+            f"{r.expires_at:%H:%M:%S} UTC",
+            r.ui_url or "",
         )
     console.print(table)
 

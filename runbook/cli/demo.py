@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from runbook import opsdb
+from runbook import approvals, opsdb
 from runbook.settings import get_settings
 from sandbox.local.stack import Stack
 
@@ -147,13 +147,8 @@ async def _events(incident: str, after: int) -> list[dict[str, Any]]:
 
 async def _waiting_gate(incident: str) -> str | None:
     async with await opsdb.connect() as conn:
-        cur = await conn.execute(
-            "SELECT flow_run_id FROM runbook.approvals WHERE incident_id = %s"
-            " AND status = 'waiting'",
-            (incident,),
-        )
-        row = await cur.fetchone()
-    return str(row[0]) if row else None
+        waiting = await approvals.waiting(conn)
+    return next((w.flow_run_id for w in waiting if w.incident_id == incident), None)
 
 
 def _code(sandbox: Any, approver: str, run_id: str) -> str | None:

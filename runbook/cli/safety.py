@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import typer
 from rich.console import Console
 
-from runbook import killswitch, notify_queue, opsdb
+from runbook import approvals, killswitch, notify_queue, opsdb
 
 console = Console()
 
@@ -70,9 +70,7 @@ def resume(
 async def _status() -> tuple[list[killswitch.Pause], int, int]:
     async with await opsdb.connect() as conn:
         pauses = await killswitch.all_pauses(conn)
-        cur = await conn.execute("SELECT count(*) FROM runbook.approvals WHERE status = 'waiting'")
-        row = await cur.fetchone()
-        waiting = int(row[0]) if row else 0
+        waiting = await approvals.count_waiting(conn)
         pending = await notify_queue.pending_count(conn)
     return pauses, waiting, pending
 
