@@ -10,11 +10,12 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, Policy, Railway, Rds, SupportApi
+from flows.acts import Platform, done_text
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
-from flows.platform_acts import set_variable, variable_is
 from runbook.domain import Status
-from runbook.errors import PermanentError, RunbookError
+from runbook.errors import RunbookError
+from runbook.plan import POOL_VARIABLE, ActionName, ActSpec, spec
 from tasks import app_metrics, railway, rds, support_api
 from tasks.postgres import get_pg_connections
 
@@ -33,6 +34,8 @@ class DbSignals(BaseModel):
     pool_size: int | None = None
     rds_status: str | None = None  # None: not on RDS / not readable
     multi_az: bool = False
+    target: str = "railway:api"  # the Railway service (pool size, restarts)
+    rds_instance: str = "support-agent-db"
 
 
 class Decision(BaseModel):
@@ -42,10 +45,47 @@ class Decision(BaseModel):
     act: Act
     why: str
     pool_to: int | None = None
+    spec: ActSpec | None = None  # the change to make, when `act` is one
+
+
+# the acts that change the platform (flows/acts.py); the others only tell people
+ACT_ACTIONS: dict[str, ActionName] = {
+    "raise_pool": ActionName.SET_POOL_SIZE,
+    "restart_api": ActionName.REDEPLOY_SERVICE,
+    "failover_db": ActionName.FAILOVER_DB,
+}
+OTHER_ACTS = frozenset({"none", "escalate"})
 
 
 def decide(s: DbSignals, policy: Policy) -> Decision:
-    """All of §4's branching, as a pure function."""
+    """All of §4's branching, as a pure function; a changing act comes with its spec."""
+    d = _decide(s, policy)
+    if d.act == "raise_pool" and d.pool_to:
+        undo = {POOL_VARIABLE: str(s.pool_size)} if s.pool_size else None
+        params = {POOL_VARIABLE: str(d.pool_to)}
+        change = spec(policy, ActionName.SET_POOL_SIZE, s.target, d.why, params, undo)
+        return d.model_copy(update={"spec": change})
+    if d.act == "restart_api":
+        change = spec(policy, ActionName.REDEPLOY_SERVICE, s.target, d.why)
+        return d.model_copy(update={"spec": change})
+    if d.act == "failover_db":
+        where = f"rds:{s.rds_instance}"
+        params = {"instance": s.rds_instance}
+        change = spec(policy, ActionName.FAILOVER_DB, where, d.why, params)
+        return d.model_copy(update={"spec": change})
+    return d
+
+
+def verify_database(
+    ready_ok: bool, ready_summary: str, db_errors: int, window_s: int
+) -> tuple[bool, str]:
+    """§4's verify verdict on the database path observed again after the act (pure)."""
+    return ready_ok and db_errors == 0, (
+        f"/health/ready {ready_summary}; {db_errors} database errors in the last {window_s} s"
+    )
+
+
+def _decide(s: DbSignals, policy: Policy) -> Decision:
     seen = f"/health/ready: {s.ready_summary or 'ok'}; {s.db_errors_now} database errors now"
     if s.ready_ok and s.db_errors_now == 0:
         return Decision(problem="none", act="none", why=f"{seen}: the database path is healthy")
@@ -102,7 +142,7 @@ async def observe(
             maybe(app_metrics.count_errors_matching(db, "connection refused", recent)),
         ),
         asyncio.gather(
-            maybe(railway.get_variable(rw, "DATABASE_POOL_SIZE")),
+            maybe(railway.get_variable(rw, POOL_VARIABLE)),
             maybe(rds.get_db_instance(aws)),
             get_pg_connections(db, policy),
         ),
@@ -120,6 +160,8 @@ async def observe(
         pool_size=int(pool.value) if pool and pool.value and pool.value.isdigit() else None,
         rds_status=instance.status if instance else None,
         multi_az=bool(instance and instance.multi_az),
+        target=f"railway:{rw.service_id}",
+        rds_instance=aws.instance_id,
     )
     evidence = {
         "ready": ready.summary,
@@ -153,7 +195,6 @@ async def database_connections(
     await run.seen(f"database path: {evidence}", **evidence)
     decision = decide(signals, policy)
     await run.decided(f"{decision.problem} → {decision.act}", decision.why)
-    target = f"railway:{rw.service_id}"
 
     async def healthy_since(acted_at: float) -> tuple[bool, str]:
         elapsed = int(asyncio.get_running_loop().time() - acted_at)
@@ -161,59 +202,25 @@ async def database_connections(
         ready = await support_api.get_api_readiness(api)
         causes = await app_metrics.get_error_causes(db, window)
         errors = causes.by_cause.get("database", 0)
-        return ready.status is Status.OK and errors == 0, (
-            f"/health/ready {ready.summary}; {errors} database errors in the last {window} s"
-        )
+        return verify_database(ready.status is Status.OK, ready.summary, errors, window)
 
-    if decision.act == "raise_pool" and decision.pool_to:
-        size, before = str(decision.pool_to), str(signals.pool_size or "")
-        return await run.remediate(
-            decision.act,
-            decision.why,
-            run.request(
-                "set_pool_size",
-                target,
-                params={"DATABASE_POOL_SIZE": size},
-                reason=decision.why,
-                evidence=evidence,
-                reversible=bool(before),
-            ),
-            act=lambda: set_variable(rw, "DATABASE_POOL_SIZE", size),
-            reconcile=lambda _: variable_is(rw, "DATABASE_POOL_SIZE", size),
-            verify=healthy_since,
-            undo=(lambda: set_variable(rw, "DATABASE_POOL_SIZE", before)) if before else None,
-            window_s=verify_window_s,
-            describe=f"DATABASE_POOL_SIZE → {size}",
-        )
-    if decision.act == "restart_api":
+    async def still_broken() -> bool:  # re-checked after an approval, as decide() saw it
+        ready = await support_api.get_api_readiness(api)
+        causes = await app_metrics.get_error_causes(db, policy.recent_window_s)
+        return ready.status is not Status.OK or causes.by_cause.get("database", 0) > 0
 
-        async def redeploy() -> dict[str, Any]:
-            live = await railway.get_service_instance(rw)
-            if not live.latest_deployment_id:  # a precondition, recorded as a failed act
-                raise PermanentError("railway: no live deployment to redeploy")
-            return (await railway.redeploy_service(rw, live.latest_deployment_id)).model_dump()
-
-        return await run.remediate(
+    if decision.spec is not None:
+        change = decision.spec
+        return await run.execute(
             decision.act,
-            decision.why,
-            run.request("redeploy_service", target, reason=decision.why, evidence=evidence),
-            act=redeploy,
+            change,
+            Platform(railway=rw, rds=aws),
+            evidence=evidence,
+            describe=done_text(change.action, change.params),
             verify=healthy_since,
+            still_needed=still_broken,
             window_s=verify_window_s,
-            describe="API redeployed to reset its connections",
-        )
-    if decision.act == "failover_db":
-        return await run.remediate(
-            decision.act,
-            decision.why,
-            run.request(
-                "failover_db", f"rds:{aws.instance_id}", reason=decision.why, evidence=evidence
-            ),
-            act=lambda: _failover(aws),
-            verify=healthy_since,
-            window_s=verify_window_s,
-            settle_s=15.0,
-            describe=f"RDS {aws.instance_id} failed over to its standby",
+            settle_s=15.0 if change.action is ActionName.FAILOVER_DB else 10.0,
         )
     if decision.act == "escalate":
         await run.escalate(f"Database connections need a human: {decision.why}")
@@ -223,7 +230,3 @@ async def database_connections(
         verified=True if decision.act == "none" else None,
         summary=decision.why,
     )
-
-
-async def _failover(aws: Rds) -> dict[str, Any]:
-    return (await rds.failover_db(aws)).model_dump()

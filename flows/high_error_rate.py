@@ -14,12 +14,13 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, LangSmith, Railway, StatusPages
 from blocks.policy import Policy
+from flows.acts import Platform, done_text
 from flows.database_connections import database_connections
-from flows.incident import IncidentRun, RemediationResult, VerifySince
+from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
-from flows.platform_acts import rolled_back_to, set_variable, variable_is
 from runbook.domain import Status, classify
 from runbook.errors import RunbookError
+from runbook.plan import MODEL_VARIABLE, ActionName, ActSpec, model_switch, spec
 from tasks import app_metrics, langsmith, railway, status_pages
 from tasks.postgres import get_pg_connections
 
@@ -61,6 +62,8 @@ class ErrorSignals(BaseModel):
     deploy_age_min: float | None = None  # age of the live deployment
     deploy_error_lines: int = 0  # errors logged by the live deployment
     rollback_to: str | None = None  # last known good deployment
+    live_deployment: str | None = None
+    target: str = "railway:api"  # where acts go (the Railway service)
 
 
 class Decision(BaseModel):
@@ -70,10 +73,37 @@ class Decision(BaseModel):
     severity: Status
     act: Act
     why: str
+    spec: ActSpec | None = None  # the change to make, when `act` is one
+
+
+# the acts that change the platform, and the executor each one is (flows/acts.py); the other
+# acts are handled in the flow body without touching the platform
+ACT_ACTIONS: dict[str, ActionName] = {
+    "switch_model": ActionName.SWITCH_MODEL,
+    "rollback": ActionName.ROLLBACK_DEPLOYMENT,
+}
+OTHER_ACTS = frozenset({"none", "notify", "check_database", "escalate"})
 
 
 def decide(s: ErrorSignals, policy: Policy) -> Decision:
-    """All of §1's branching, as a pure function."""
+    """All of §1's branching, as a pure function; a changing act comes with its spec."""
+    decision = _decide(s, policy)
+    if decision.act == "switch_model":
+        change = model_switch(policy, s.target, decision.why, s.fallback_model, s.current_model)
+        return decision.model_copy(update={"spec": change})
+    if decision.act == "rollback" and s.rollback_to:
+        params = {"deployment_id": s.rollback_to, "from_deployment": s.live_deployment}
+        change = spec(policy, ActionName.ROLLBACK_DEPLOYMENT, s.target, decision.why, params)
+        return decision.model_copy(update={"spec": change})
+    return decision
+
+
+def verify_errors(rate_pct: float, warn_pct: float, after: str) -> tuple[bool, str]:
+    """§1's verify verdict on the error rate observed again after the act (pure)."""
+    return rate_pct <= warn_pct, f"error rate {rate_pct:.2f} % since the {after}"
+
+
+def _decide(s: ErrorSignals, policy: Policy) -> Decision:
     limit = policy.threshold("error_rate_pct")
     severity = classify(s.rate_5m_pct, limit.warn, limit.critical)
     rate = (
@@ -179,7 +209,7 @@ async def observe(
         app_metrics.get_error_causes(db, recent),
         safe(langsmith.get_trace_errors(ls, 300)),
         safe(railway.get_deployments(rw)),
-        safe(railway.get_variable(rw, "DEFAULT_MODEL")),
+        safe(railway.get_variable(rw, MODEL_VARIABLE)),
         get_pg_connections(db, policy),
         *(safe(status_pages.get_status_page(pages, name)) for name in ("shopify", "gorgias")),
     )
@@ -209,6 +239,8 @@ async def observe(
         deploy_age_min=round(age, 1) if age is not None else None,
         deploy_error_lines=error_lines or 0,
         rollback_to=rollback_to,
+        live_deployment=deps.current_id if deps else None,
+        target=f"railway:{rw.service_id}",
     )
     evidence = {
         "error_rate_now_pct": rnow.rate_pct,
@@ -262,63 +294,28 @@ async def high_error_rate(
     )
     decision = decide(signals, policy)
     await run.decided(f"{decision.cause} → {decision.act}", decision.why)
-    target = f"railway:{rw.service_id}"
     warn = policy.threshold("error_rate_pct").warn
 
-    def errors_fell(what: str) -> VerifySince:
+    if decision.spec is not None:
+        change = decision.spec
+        after = "rollback" if change.action is ActionName.ROLLBACK_DEPLOYMENT else "switch"
+
         async def verify(acted_at: float) -> tuple[bool, str]:
             rate = await error_rate_since(db, acted_at, policy.recent_window_s)
-            return rate <= warn, f"error rate {rate:.2f} % since the {what}"
+            return verify_errors(rate, warn, after)
 
-        return verify
-
-    if decision.act == "switch_model":
-        previous = signals.current_model or llm_model
-        return await run.remediate(
-            decision.act,
-            decision.why,
-            run.request(
-                "switch_model",
-                target,
-                params={"DEFAULT_MODEL": llm_model},
-                reason=decision.why,
-                evidence=evidence,
-                reversible=True,
-                undo_hint=f"DEFAULT_MODEL={previous}",
-            ),
-            act=lambda: set_variable(rw, "DEFAULT_MODEL", llm_model),
-            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", llm_model),
-            verify=errors_fell("switch"),
-            undo=lambda: set_variable(rw, "DEFAULT_MODEL", previous),
-            describe=f"DEFAULT_MODEL → {llm_model}",
-            window_s=verify_window_s,
-        )
-
-    if decision.act == "rollback" and signals.rollback_to:
-        good, bad = signals.rollback_to, evidence["live_deployment"]
-
-        async def rollback() -> dict[str, Any]:
-            return (await railway.rollback_deployment(rw, good)).model_dump()
-
-        async def still_bad() -> bool:
+        async def still_bad() -> bool:  # re-checked after an approval
             recent = await app_metrics.get_error_rate(db, policy.recent_window_s)
             return recent.rate_pct > warn
 
-        return await run.remediate(
+        return await run.execute(
             decision.act,
-            decision.why,
-            run.request(
-                "rollback_deployment",
-                target,
-                params={"deployment_id": good},
-                reason=decision.why,
-                evidence=evidence,
-            ),
-            act=rollback,
-            reconcile=lambda recorded: rolled_back_to(rw, recorded["deployment_id"], bad),
+            change,
+            Platform(railway=rw),
+            evidence=evidence,
+            describe=done_text(change.action, change.params),
+            verify=verify,
             still_needed=still_bad,
-            verify=errors_fell("rollback"),
-            describe=f"rolled back to {good}",
             window_s=verify_window_s,
         )
 
@@ -336,7 +333,8 @@ async def high_error_rate(
             decision.act,
             decision.why,
             verified=None,
-            summary="No platform change: the integration is down on the provider's side.",
+            summary="No platform change: the integration is down on the provider's side"
+            f" ({decision.why}).",
         )
     if decision.act == "escalate":
         await run.escalate(f"High error rate needs a human: {decision.why}")

@@ -14,11 +14,12 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
 from blocks.policy import Policy
+from flows.acts import Platform, done_text
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
-from flows.platform_acts import set_variable, variable_is
 from runbook import ledger, opsdb
 from runbook.domain import Status, classify
+from runbook.plan import MODEL_VARIABLE, ActionName, ActSpec, model_switch, spec
 from tasks import app_metrics, langsmith, railway
 from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
 from tasks.redis import get_redis_latency
@@ -41,6 +42,7 @@ class LatencySignals(BaseModel):
     redis_avg_ms: float | None = None
     current_model: str | None = None
     fallback_model: str = "gpt-4o-mini"
+    target: str = "railway:api"  # where acts go (the Railway service)
 
 
 class Decision(BaseModel):
@@ -51,10 +53,37 @@ class Decision(BaseModel):
     act: Act
     why: str
     replicas_to: int | None = None
+    spec: ActSpec | None = None  # the change to make, when `act` is one
+
+
+# the acts that change the platform (flows/acts.py); the others are reports
+ACT_ACTIONS: dict[str, ActionName] = {
+    "scale_replicas": ActionName.SCALE_REPLICAS,
+    "switch_model": ActionName.SWITCH_MODEL,
+}
+OTHER_ACTS = frozenset({"none", "report_slow_queries", "notify"})
 
 
 def decide(s: LatencySignals, policy: Policy) -> Decision:
-    """All of §2's branching, as a pure function."""
+    """All of §2's branching, as a pure function; a changing act comes with its spec."""
+    decision = _decide(s, policy)
+    if decision.act == "scale_replicas" and decision.replicas_to:
+        params = {"replicas": decision.replicas_to, "from": s.replicas}
+        undo = {"replicas": s.replicas, "from": decision.replicas_to}
+        change = spec(policy, ActionName.SCALE_REPLICAS, s.target, decision.why, params, undo)
+        return decision.model_copy(update={"spec": change})
+    if decision.act == "switch_model":
+        change = model_switch(policy, s.target, decision.why, s.fallback_model, s.current_model)
+        return decision.model_copy(update={"spec": change})
+    return decision
+
+
+def verify_latency(p99_s: float, warn_s: float, window_s: int) -> tuple[bool, str]:
+    """§2's verify verdict on P99 observed again after the act (pure)."""
+    return p99_s <= warn_s, f"P99 {p99_s:.1f} s over the last {window_s} s"
+
+
+def _decide(s: LatencySignals, policy: Policy) -> Decision:
     p99 = policy.threshold("p99_latency_s")
     severity = classify(s.p99_s, p99.warn, p99.critical)
     seen = f"P99 {s.p99_s:.1f} s over {s.traces} traces ({s.slow_traces} > 5 s)"
@@ -135,7 +164,7 @@ async def observe(
         asyncio.gather(
             get_redis_latency(cache, policy),
             railway.get_service_instance(rw),
-            railway.get_variable(rw, "DEFAULT_MODEL"),
+            railway.get_variable(rw, MODEL_VARIABLE),
             langsmith.get_trace_latency(ls, policy.recent_window_s, 5.0),
         ),
     )
@@ -151,6 +180,7 @@ async def observe(
         idle_in_transaction=int(states.details.get("idle_in_transaction", 0)),
         redis_avg_ms=redis.details.get("avg_ms"),
         current_model=model.value,
+        target=f"railway:{rw.service_id}",
     )
     evidence = {
         "p99_s": trace.p99_s,
@@ -194,56 +224,30 @@ async def high_latency(
     await run.decided(f"{decision.bound} → {decision.act}", decision.why)
     target = f"railway:{rw.service_id}"
     warn = policy.threshold("p99_latency_s").warn
+    platform = Platform(railway=rw)
 
     async def p99_since(acted_at: float) -> tuple[bool, str]:
         window = max(15, int(asyncio.get_running_loop().time() - acted_at))
         trace = await langsmith.get_trace_latency(ls, window, 5.0)
-        return trace.p99_s <= warn, f"P99 {trace.p99_s:.1f} s over the last {window} s"
+        return verify_latency(trace.p99_s, warn, window)
 
-    if decision.act == "scale_replicas" and decision.replicas_to:
-        n, before = decision.replicas_to, signals.replicas
-
-        return await run.remediate(
-            decision.act,
-            decision.why,
-            run.request(
-                "scale_replicas",
-                target,
-                params={"replicas": n, "from": before},
-                reason=decision.why,
-                evidence=evidence,
-                reversible=True,
-                undo_hint=f"replicas={before}",
-            ),
-            act=lambda: _scale(rw, n),
-            reconcile=lambda recorded: _replicas_are(rw, int(recorded["replicas"])),
-            verify=p99_since,
-            settle_s=15.0,
-            window_s=verify_window_s,
-            describe=f"replicas {before} → {n} (they stay up for the Policy cool-down of "
-            f"{policy.scale_down_cooldown_s} s before any scale-down)",
+    if decision.spec is not None:
+        change = decision.spec
+        stays = (
+            f" (they stay up for the Policy cool-down of {policy.scale_down_cooldown_s} s"
+            " before any scale-down)"
+            if change.action is ActionName.SCALE_REPLICAS
+            else ""
         )
-
-    if decision.act == "switch_model":
-        previous, fallback = signals.current_model or llm.primary_model, llm.fallback_model
-        return await run.remediate(
+        return await run.execute(
             decision.act,
-            decision.why,
-            run.request(
-                "switch_model",
-                target,
-                params={"DEFAULT_MODEL": fallback},
-                reason=decision.why,
-                evidence=evidence,
-                reversible=True,
-            ),
-            act=lambda: set_variable(rw, "DEFAULT_MODEL", fallback),
-            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", fallback),
+            change,
+            platform,
+            evidence=evidence,
+            describe=done_text(change.action, change.params) + stays,
             verify=p99_since,
-            undo=lambda: set_variable(rw, "DEFAULT_MODEL", previous),
             settle_s=15.0,
             window_s=verify_window_s,
-            describe=f"DEFAULT_MODEL → {fallback}",
         )
 
     if decision.act == "report_slow_queries":
@@ -299,24 +303,23 @@ async def high_latency(
         f"{last_up.age_s / 60 if last_up else 0:.0f} min ago: back to {down_to}"
     )
     await run.decided("scale back down", why)
-    return await run.remediate(
-        "scale_down",
+    back = spec(
+        policy,
+        ActionName.SCALE_REPLICAS,
+        target,
         why,
-        run.request(
-            "scale_replicas",
-            target,
-            params={"replicas": down_to, "from": now_n},
-            reason=why,
-            evidence=evidence,
-            reversible=True,
-        ),
-        act=lambda: _scale(rw, down_to),
-        reconcile=lambda recorded: _replicas_are(rw, int(recorded["replicas"])),
+        {"replicas": down_to, "from": now_n},
+        {"replicas": now_n, "from": down_to},
+    )
+    return await run.execute(
+        "scale_down",
+        back,
+        platform,
+        evidence=evidence,
+        describe=done_text(back.action, back.params),
         verify=p99_since,
-        undo=lambda: _scale(rw, now_n),
         settle_s=15.0,
         window_s=verify_window_s,
-        describe=f"replicas {now_n} → {down_to}",
     )
 
 
@@ -342,11 +345,3 @@ def decide_scale_down(
     if p99_s > 0.6 * policy.threshold("p99_latency_s").warn:
         return None
     return last_up.from_replicas
-
-
-async def _scale(rw: Railway, n: int) -> dict[str, Any]:
-    return (await railway.scale_replicas(rw, n)).model_dump()
-
-
-async def _replicas_are(rw: Railway, n: int) -> bool:
-    return (await railway.get_service_instance(rw)).num_replicas == n

@@ -19,10 +19,13 @@ from prefect.context import FlowRunContext
 from pydantic import BaseModel
 
 from blocks.policy import Policy
+from flows.acts import Platform, executor
 from flows.approval import request_approval
 from flows.notifications import notify, page, ui_link
 from runbook import approvals, incidents, opsdb, slack_text, timeline
 from runbook.actions import ActionRequest
+from runbook.errors import PermanentError
+from runbook.plan import ActSpec
 from runbook.safety import Act, ActOutcome, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
 from runbook.settings import get_settings
@@ -166,6 +169,88 @@ class IncidentRun:
             self.first_action_s = round(time.monotonic() - self.started, 1)
         self.outcomes.append(outcome)
         return outcome
+
+    def request_for(self, spec: ActSpec, evidence: dict[str, Any]) -> ActionRequest:
+        """The ledger's request for a decided act."""
+        undo = ", ".join(f"{k}={v}" for k, v in (spec.undo_params or {}).items())
+        return self.request(
+            spec.action.value,
+            spec.target,
+            params=spec.params,
+            reason=spec.why,
+            evidence=evidence,
+            reversible=spec.reversible,
+            undo_hint=undo,
+        )
+
+    def _calls(
+        self, spec: ActSpec, platform: Platform
+    ) -> tuple[Act, Reconcile | None, Undo | None]:
+        ex = executor(spec.action)
+        check, back, undo_params = ex.reconcile, ex.undo, spec.undo_params
+
+        async def act() -> dict[str, Any]:
+            return await ex.act(platform, spec.params)
+
+        async def reconcile(recorded: dict[str, Any]) -> bool:
+            return bool(check and await check(platform, recorded))
+
+        async def undo() -> dict[str, Any]:
+            if back is None or undo_params is None:
+                raise PermanentError(f"{spec.action} cannot be undone")
+            return await back(platform, undo_params)
+
+        return (
+            act,
+            reconcile if check is not None else None,
+            undo if back is not None and undo_params is not None else None,
+        )
+
+    async def act_spec(
+        self,
+        spec: ActSpec,
+        platform: Platform,
+        evidence: dict[str, Any],
+        *,
+        still_needed: StillNeeded | None = None,
+    ) -> ActOutcome:
+        """Perform a decided act (no verify): the executor table, through the safety core."""
+        act, reconcile, _ = self._calls(spec, platform)
+        return await self.act(
+            self.request_for(spec, evidence),
+            act=act,
+            reconcile=reconcile,
+            still_needed=still_needed,
+        )
+
+    async def execute(
+        self,
+        decision: str,
+        spec: ActSpec,
+        platform: Platform,
+        *,
+        evidence: dict[str, Any],
+        describe: str,
+        verify: VerifySince | None = None,
+        still_needed: StillNeeded | None = None,
+        window_s: float = 90.0,
+        settle_s: float = 10.0,
+    ) -> RemediationResult:
+        """Perform a decided act, verify it, undo it if it did not help, finish."""
+        act, reconcile, undo = self._calls(spec, platform)
+        return await self.remediate(
+            decision,
+            spec.why,
+            self.request_for(spec, evidence),
+            act=act,
+            describe=describe,
+            reconcile=reconcile,
+            still_needed=still_needed,
+            verify=verify,
+            undo=undo,
+            window_s=window_s,
+            settle_s=settle_s,
+        )
 
     async def remediate(
         self,

@@ -12,11 +12,20 @@ from pydantic import BaseModel, ConfigDict
 
 from blocks import LangSmith, LlmProbe, Railway, StatusPages
 from blocks.policy import Policy
+from flows.acts import Platform
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
-from flows.platform_acts import set_variable, variable_is
 from runbook import ledger, opsdb
 from runbook.errors import NotAuthorized, RunbookError
+from runbook.plan import (
+    MODEL_VARIABLE,
+    QUEUE_VARIABLE,
+    ActionName,
+    ActSpec,
+    model_switch,
+    spec,
+)
+from runbook.policy import PolicyRules
 from tasks import langsmith, llm, railway, status_pages
 
 Verdict = Literal["provider-outage", "rate-limited", "quota-exhausted", "bad-key", "healthy"]
@@ -43,6 +52,9 @@ class LlmSignals(BaseModel):
     fallback: Probe
     on_fallback: bool = False
     llm_errors_5m: int = 0
+    primary_model: str = "gpt-4o"
+    fallback_model: str = "gpt-4o-mini"
+    target: str = "railway:api"  # where acts go (the Railway service)
 
 
 class Decision(BaseModel):
@@ -51,6 +63,16 @@ class Decision(BaseModel):
     verdict: Verdict
     act: Act
     why: str
+    specs: tuple[ActSpec, ...] = ()  # the changes to make, in order
+
+
+# the acts that change the platform and the executors they use (flows/acts.py)
+ACT_ACTIONS: dict[str, tuple[ActionName, ...]] = {
+    "fallback": (ActionName.SWITCH_MODEL,),
+    "fallback_and_queue": (ActionName.SWITCH_MODEL, ActionName.ENABLE_REQUEST_QUEUE),
+    "restore": (ActionName.RESTORE_MODEL,),
+}
+OTHER_ACTS = frozenset({"none", "page"})
 
 
 def classify_probe(p: Probe) -> Verdict:
@@ -65,9 +87,30 @@ def classify_probe(p: Probe) -> Verdict:
     return "provider-outage"  # 5xx, timeout, no answer
 
 
-def decide(s: LlmSignals) -> Decision:
-    """All of §3's branching, as a pure function. The status page alone can lie: a `none`
-    indicator with an unresolved incident still counts as an incident."""
+def decide(s: LlmSignals, policy: PolicyRules | None = None) -> Decision:
+    """All of §3's branching, as a pure function; changing acts come with their specs."""
+    rules = policy or PolicyRules()
+    decision = _decide(s)
+    back = s.primary_model
+    switch = model_switch(rules, s.target, decision.why, s.fallback_model, back)
+    if decision.act == "fallback":
+        return decision.model_copy(update={"specs": (switch,)})
+    if decision.act == "fallback_and_queue":
+        queue = spec(
+            rules, ActionName.ENABLE_REQUEST_QUEUE, s.target, decision.why, {QUEUE_VARIABLE: "true"}
+        )
+        return decision.model_copy(update={"specs": (switch, queue)})
+    if decision.act == "restore":
+        restore = spec(
+            rules, ActionName.RESTORE_MODEL, s.target, decision.why, {MODEL_VARIABLE: back}
+        )
+        return decision.model_copy(update={"specs": (restore,)})
+    return decision
+
+
+def _decide(s: LlmSignals) -> Decision:
+    """§3's branching. The status page alone can lie: a `none` indicator with an unresolved
+    incident still counts as an incident."""
     page_bad = s.indicator not in ("none", "") or bool(s.unresolved_incidents)
     page_note = f"status page {s.indicator}" + (
         f", incidents: {'; '.join(s.unresolved_incidents)}" if s.unresolved_incidents else ""
@@ -138,7 +181,7 @@ async def observe(
         probe(probe_block, probe_block.fallback_model),
         page(),
         traces(),
-        railway.get_variable(rw, "DEFAULT_MODEL"),
+        railway.get_variable(rw, MODEL_VARIABLE),
     )
     signals = LlmSignals(
         indicator=status.indicator if status else "unknown",
@@ -148,6 +191,9 @@ async def observe(
         fallback=fallback,
         on_fallback=model.value == probe_block.fallback_model,
         llm_errors_5m=errors.llm_errored if errors else 0,
+        primary_model=probe_block.primary_model,
+        fallback_model=probe_block.fallback_model,
+        target=f"railway:{rw.service_id}",
     )
     evidence = {
         "openai_status": signals.indicator,
@@ -212,35 +258,15 @@ async def llm_provider(
     )
     signals, evidence = await observe(probe_block, pages, ls, rw)
     await run.seen(f"primary {evidence['primary']}, fallback {evidence['fallback']}", **evidence)
-    decision = decide(signals)
+    decision = decide(signals, policy)
     await run.decided(f"{decision.verdict} → {decision.act}", decision.why)
     target = f"railway:{rw.service_id}"
+    platform = Platform(railway=rw)
 
     if decision.act in ("fallback", "fallback_and_queue"):
         fallback = probe_block.fallback_model
-        outcome = await run.act(
-            run.request(
-                "switch_model",
-                target,
-                params={"DEFAULT_MODEL": fallback},
-                reason=decision.why,
-                evidence=evidence,
-                reversible=True,
-            ),
-            act=lambda: set_variable(rw, "DEFAULT_MODEL", fallback),
-            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", fallback),
-        )
-        if decision.act == "fallback_and_queue":
-            await run.act(
-                run.request(
-                    "enable_request_queue",
-                    target,
-                    params={"REQUEST_QUEUE_ENABLED": "true"},
-                    reason=decision.why,
-                ),
-                act=lambda: set_variable(rw, "REQUEST_QUEUE_ENABLED", "true"),
-                reconcile=lambda _: variable_is(rw, "REQUEST_QUEUE_ENABLED", "true"),
-            )
+        outcomes = [await run.act_spec(change, platform, evidence) for change in decision.specs]
+        outcome = outcomes[0]
         verified = None
         if outcome.status == "done":
             verified = (await probe(probe_block, fallback)).ok
@@ -272,17 +298,7 @@ async def llm_provider(
                 summary="primary failed a probe; staying on the fallback",
             )
         primary = probe_block.primary_model
-        outcome = await run.act(
-            run.request(
-                "restore_model",
-                target,
-                params={"DEFAULT_MODEL": primary},
-                reason=f"{decision.why} for {wait:g} s",
-                evidence=evidence,
-            ),
-            act=lambda: set_variable(rw, "DEFAULT_MODEL", primary),
-            reconcile=lambda _: variable_is(rw, "DEFAULT_MODEL", primary),
-        )
+        outcome = await run.act_spec(decision.specs[0], platform, evidence)
         return await run.finish(
             decision.act,
             decision.why,

@@ -8,14 +8,16 @@ import pytest
 from prefect import flow
 
 from blocks.railway import Railway
+from flows.acts import EXECUTORS, Platform
 from flows.notifications import page
-from flows.platform_acts import set_variable, variable_is
 from runbook import ledger, opsdb
 from runbook.actions import ActionRequest
+from runbook.plan import ActionName
 from runbook.verify import verify_or_undo
 from sandbox.handle import SandboxHandle
 
 pytestmark = pytest.mark.integration
+SWITCH = EXECUTORS[ActionName.SWITCH_MODEL]
 
 
 @flow(name="verify-undo-test")
@@ -34,7 +36,7 @@ async def switch_that_does_not_help(incident: str) -> dict[str, object]:
         await ledger.ensure(
             conn, request, ActionClass.SAFE, status="done", dry_run=False, flow_run_id=None
         )
-    await set_variable(rw, "DEFAULT_MODEL", "gpt-4o-mini")
+    await SWITCH.act(Platform(rw), {"DEFAULT_MODEL": "gpt-4o-mini"})
 
     async def verify() -> tuple[bool, str]:
         return False, "error rate still 12 %"
@@ -42,14 +44,16 @@ async def switch_that_does_not_help(incident: str) -> dict[str, object]:
     outcome = await verify_or_undo(
         request,
         verify=verify,
-        undo=lambda: set_variable(rw, "DEFAULT_MODEL", "gpt-4o"),
+        undo=lambda: SWITCH.act(Platform(rw), {"DEFAULT_MODEL": "gpt-4o"}),
         page=page,
         window_s=2.0,
         interval_s=1.0,
     )
     return {
         "outcome": outcome.model_dump(),
-        "model_back": await variable_is(rw, "DEFAULT_MODEL", "gpt-4o"),
+        "model_back": await SWITCH.reconcile(Platform(rw), {"DEFAULT_MODEL": "gpt-4o"})
+        if SWITCH.reconcile
+        else False,
     }
 
 

@@ -1,0 +1,123 @@
+"""The one table that performs acts: `ActionName` → executor (act, reconcile, undo).
+
+A flow's `decide()` returns an `ActSpec` (runbook/plan.py); `IncidentRun.execute()` looks the
+executor up here and runs it through the safety core. Every mutation is one Railway or RDS task
+call; `reconcile` reads the platform to learn whether an act whose answer was lost happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from blocks.railway import Railway
+from blocks.rds import Rds
+from runbook.errors import ConfigurationError, PermanentError
+from runbook.plan import MODEL_VARIABLE, POOL_VARIABLE, QUEUE_VARIABLE, ActionName
+from tasks import railway, rds
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Platform:
+    """The clients acts need (an RDS client only where the database is on RDS)."""
+
+    railway: Railway
+    rds: Rds | None = None
+
+    def need_rds(self) -> Rds:
+        if self.rds is None:
+            raise ConfigurationError("this act needs the RDS block")
+        return self.rds
+
+
+@dataclass(frozen=True)
+class Executor:
+    act: Callable[[Platform, Params], Awaitable[dict[str, Any]]]
+    reconcile: Callable[[Platform, Params], Awaitable[bool]] | None = None
+    undo: Callable[[Platform, Params], Awaitable[dict[str, Any]]] | None = None
+
+
+def _variable(name: str) -> Executor:
+    """`railway vars set NAME=VALUE` (a redeploy follows, as the runbook's command does)."""
+
+    async def set_it(p: Platform, params: Params) -> dict[str, Any]:
+        return (await railway.set_variables(p.railway, {name: str(params[name])})).model_dump()
+
+    async def is_set(p: Platform, params: Params) -> bool:
+        return (await railway.get_variable(p.railway, name)).value == str(params[name])
+
+    return Executor(act=set_it, reconcile=is_set, undo=set_it)
+
+
+async def _scale(p: Platform, params: Params) -> dict[str, Any]:
+    return (await railway.scale_replicas(p.railway, int(params["replicas"]))).model_dump()
+
+
+async def _replicas_are(p: Platform, params: Params) -> bool:
+    return (await railway.get_service_instance(p.railway)).num_replicas == int(params["replicas"])
+
+
+async def _rollback(p: Platform, params: Params) -> dict[str, Any]:
+    return (await railway.rollback_deployment(p.railway, params["deployment_id"])).model_dump()
+
+
+async def _rolled_back(p: Platform, params: Params) -> bool:
+    """Is the live deployment a rollback to `deployment_id` (same commit, not the bad one)?"""
+    now = await railway.get_deployments(p.railway)
+    by_id = {d.id: d for d in now.items}
+    wanted, live = by_id.get(params["deployment_id"]), by_id.get(now.current_id or "")
+    bad = params.get("from_deployment")
+    return bool(wanted and live and live.commit == wanted.commit and live.id != bad)
+
+
+async def _redeploy(p: Platform, params: Params) -> dict[str, Any]:
+    live = await railway.get_service_instance(p.railway)
+    if not live.latest_deployment_id:  # a precondition, recorded as a failed act
+        raise PermanentError("railway: no live deployment to redeploy")
+    return (await railway.redeploy_service(p.railway, live.latest_deployment_id)).model_dump()
+
+
+async def _failover(p: Platform, params: Params) -> dict[str, Any]:
+    return (await rds.failover_db(p.need_rds())).model_dump()
+
+
+EXECUTORS: dict[ActionName, Executor] = {
+    ActionName.SWITCH_MODEL: _variable(MODEL_VARIABLE),
+    ActionName.RESTORE_MODEL: _variable(MODEL_VARIABLE),
+    ActionName.ENABLE_REQUEST_QUEUE: _variable(QUEUE_VARIABLE),
+    ActionName.SET_POOL_SIZE: _variable(POOL_VARIABLE),
+    ActionName.SCALE_REPLICAS: Executor(act=_scale, reconcile=_replicas_are, undo=_scale),
+    ActionName.ROLLBACK_DEPLOYMENT: Executor(act=_rollback, reconcile=_rolled_back),
+    ActionName.REDEPLOY_SERVICE: Executor(act=_redeploy),
+    ActionName.FAILOVER_DB: Executor(act=_failover),
+}
+
+
+def executor(action: ActionName) -> Executor:
+    try:
+        return EXECUTORS[action]
+    except KeyError:
+        raise ConfigurationError(f"no executor performs {action.value}") from None
+
+
+_DONE = {
+    ActionName.SWITCH_MODEL: "DEFAULT_MODEL → {DEFAULT_MODEL}",
+    ActionName.RESTORE_MODEL: "DEFAULT_MODEL restored to {DEFAULT_MODEL}",
+    ActionName.ENABLE_REQUEST_QUEUE: "request queuing enabled",
+    ActionName.SET_POOL_SIZE: "DATABASE_POOL_SIZE → {DATABASE_POOL_SIZE}",
+    ActionName.SCALE_REPLICAS: "replicas {from} → {replicas}",
+    ActionName.ROLLBACK_DEPLOYMENT: "rolled back to {deployment_id}",
+    ActionName.REDEPLOY_SERVICE: "API redeployed to reset its connections",
+    ActionName.FAILOVER_DB: "RDS {instance} failed over to its standby",
+}
+
+
+def done_text(action: ActionName, params: Params) -> str:
+    """How the timeline and Slack say that the act happened (only once it did)."""
+    try:
+        return _DONE[action].format(**params)
+    except (KeyError, IndexError):
+        return f"{action.value} done"

@@ -1,0 +1,80 @@
+"""What a flow's `decide()` returns when it wants to change something: a typed action spec.
+
+Data, not a string the flow branches on again: the action (one of `ActionName`), its target,
+its exact parameters (what an approval approves), the Policy class it has now, why, and what
+undoing it would set back. `flows/acts.py` maps every `ActionName` to the one executor that
+performs it; a name without an executor fails a test.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runbook.actions import ActionClass, action_class
+from runbook.policy import PolicyRules
+
+MODEL_VARIABLE = "DEFAULT_MODEL"  # the platform variable that picks the LLM
+POOL_VARIABLE = "DATABASE_POOL_SIZE"
+QUEUE_VARIABLE = "REQUEST_QUEUE_ENABLED"
+
+
+class ActionName(StrEnum):
+    SWITCH_MODEL = "switch_model"
+    RESTORE_MODEL = "restore_model"
+    ENABLE_REQUEST_QUEUE = "enable_request_queue"
+    SET_POOL_SIZE = "set_pool_size"
+    SCALE_REPLICAS = "scale_replicas"
+    ROLLBACK_DEPLOYMENT = "rollback_deployment"
+    REDEPLOY_SERVICE = "redeploy_service"
+    FAILOVER_DB = "failover_db"
+
+
+class ActSpec(BaseModel):
+    """One act a flow decided on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: ActionName
+    target: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    action_class: ActionClass
+    why: str
+    reversible: bool = False
+    undo_params: dict[str, Any] | None = Field(
+        None, description="what undoing sets back (None: not reversible by us)"
+    )
+
+
+def spec(
+    policy: PolicyRules,
+    action: ActionName,
+    target: str,
+    why: str,
+    params: dict[str, Any] | None = None,
+    undo_params: dict[str, Any] | None = None,
+) -> ActSpec:
+    """An `ActSpec`, classed by the Policy (a pure helper for `decide()`)."""
+    return ActSpec(
+        action=action,
+        target=target,
+        params=params or {},
+        action_class=action_class(policy, action.value),
+        why=why,
+        reversible=undo_params is not None,
+        undo_params=undo_params,
+    )
+
+
+def model_switch(policy: PolicyRules, target: str, why: str, to: str, back: str | None) -> ActSpec:
+    """The one switch-model request every flow uses (§1, §2, §3)."""
+    return spec(
+        policy,
+        ActionName.SWITCH_MODEL,
+        target,
+        why,
+        {MODEL_VARIABLE: to},
+        {MODEL_VARIABLE: back} if back and back != to else None,
+    )
