@@ -206,8 +206,13 @@ async def database_connections(
 
     async def still_broken() -> bool:  # re-checked after an approval, as decide() saw it
         ready = await support_api.get_api_readiness(api)
-        causes = await app_metrics.get_error_causes(db, policy.recent_window_s)
-        return ready.status is not Status.OK or causes.by_cause.get("database", 0) > 0
+        if ready.status is not Status.OK:
+            return True
+        try:
+            causes = await app_metrics.get_error_causes(db, policy.recent_window_s)
+        except RunbookError:  # the app database cannot be read: still broken
+            return True
+        return causes.by_cause.get("database", 0) > 0
 
     if decision.spec is not None:
         change = decision.spec
