@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from intake import auth  # noqa: E402
+from sandbox.local import process  # noqa: E402
 from sandbox.local.prefect_server import free_port  # noqa: E402
 
 SECRET = "bench-generic-secret"
@@ -213,26 +215,26 @@ async def open_loop(
     return result
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
+def wait_ready(url: str, child: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    try:
+        process.wait_ready(child, _answers(url), name=url, timeout=timeout)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def _answers(url: str) -> Callable[[], bool]:
+    def check() -> bool:
         try:
             httpx.post(url, timeout=1)
-            return
+            return True
         except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer")
+            return False
+
+    return check
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+def stop(child: subprocess.Popen[bytes]) -> None:
+    process.stop(child)
 
 
 async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
@@ -252,14 +254,13 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         PYTHONPATH=str(ROOT),
     )
     code = f"from intake.cli import run; run('127.0.0.1', {intake_port})"
-    with (logs / "intake.log").open("wb") as log:
-        intake = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log, stderr=log)
-    with (logs / "bare.log").open("wb") as log:
-        bare = subprocess.Popen(
-            [sys.executable, "-c", _BARE.replace("{port}", str(bare_port))
-             .replace("{http}", args.http).replace("{loop}", args.loop)],
-            env=env, stdout=log, stderr=log,
-        )  # fmt: skip
+    intake = process.spawn([sys.executable, "-c", code], env, logs / "intake.log")
+    bare_code = (
+        _BARE.replace("{port}", str(bare_port))
+        .replace("{http}", args.http)
+        .replace("{loop}", args.loop)
+    )
+    bare = process.spawn([sys.executable, "-c", bare_code], env, logs / "bare.log")
     try:
         wait_ready(f"http://127.0.0.1:{intake_port}/healthz", intake)
         wait_ready(f"http://127.0.0.1:{bare_port}/alerts/generic", bare)

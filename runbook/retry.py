@@ -6,7 +6,6 @@ A server's `Retry-After` is honoured (capped by the total budget).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -21,12 +20,13 @@ from tenacity import (
 )
 
 from runbook.errors import OutcomeUnknown, RateLimited, TransientError
+from runbook.settings import get_settings
 
 T = TypeVar("T")
 
 
 def _fast() -> bool:
-    return os.environ.get("RUNBOOK_RETRY_FAST", "").lower() in {"1", "true", "yes"}
+    return get_settings().retry_fast
 
 
 def _wait(state: RetryCallState) -> float:

@@ -12,13 +12,83 @@ Two kinds of state are deliberately separate:
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class Settings(BaseSettings):
+class IntakeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RUNBOOK_", extra="ignore")
+
+    # credentials, one per source
+    alertmanager_token: SecretStr | None = None
+    grafana_secret: SecretStr | None = None
+    grafana_timestamp_header: str | None = Field(
+        None,
+        description="when set (e.g. X-Grafana-Alerting-Signature-Timestamp), Grafana signs"
+        ' "<unix>:" + body and the timestamp must be within the replay window',
+    )
+    sentry_secret: SecretStr | None = None
+    pagerduty_secret: SecretStr | None = None
+    generic_secret: SecretStr | None = None
+
+    # requests
+    intake_max_body: int = Field(1024 * 1024, ge=1, description="bytes; larger bodies get 413")
+    intake_replay_window_s: float = Field(300.0, gt=0)
+
+    # incidents
+    intake_cooldown_s: float = Field(
+        300.0, ge=0, description="after a resolution, a firing alert reopens instead of opening"
+    )
+    intake_routes_file: Path | None = Field(None, description="routing table (default: bundled)")
+    intake_routes_block: str | None = Field(
+        None, description="name of an IntakeRoutes block that overrides the file"
+    )
+
+    # dispatch
+    deployment_name: str = "runbook"
+    intake_dispatch: bool = Field(True, description="run the dispatcher in the intake process")
+    intake_dispatch_poll_s: float = Field(1.0, gt=0)
+    intake_dispatch_backoff_s: float = Field(0.5, gt=0, description="first retry delay")
+    intake_dispatch_backoff_max_s: float = Field(60.0, gt=0)
+    intake_dispatch_concurrency: int = Field(4, ge=1)
+    intake_dispatch_timeout_s: float = Field(
+        30.0, gt=0, description="time limit of one attempt (Prefect's client retries inside it)"
+    )
+
+    # ops database
+    ops_database_url: SecretStr | None = None
+    intake_db_pool_size: int = Field(10, ge=2)
+    intake_db_timeout_s: float = Field(
+        3.0, gt=0, description="wait for a database connection this long, then answer 503"
+    )
+    intake_persist_writers: int = Field(
+        2, ge=1, description="concurrent group commits (each holds a pool connection)"
+    )
+    intake_persist_batch: int = Field(64, ge=1, description="deliveries per group commit, at most")
+
+    # server
+    intake_http: Literal["auto", "h11", "httptools"] = Field(
+        "auto", description="uvicorn HTTP implementation: auto, h11, httptools"
+    )
+    intake_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto", description="uvicorn event loop: auto, asyncio, uvloop"
+    )
+
+
+class Settings(BaseSettings):
+    """Every `RUNBOOK_*` setting of the project, the intake's nested (same variable names)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNBOOK_", extra="ignore")
+
+    intake: IntakeSettings = Field(
+        default_factory=IntakeSettings, description="the alert intake (RUNBOOK_INTAKE_*, …)"
+    )
+    retry_fast: bool = Field(
+        False, description="tests only: every retry wait is zero (the retry path runs instantly)"
+    )
 
     environment: str = Field("default", description="block document name to load")
     home: str = Field("~/.runbook", description="local state: sandbox pid files, secrets")
@@ -53,7 +123,7 @@ class Settings(BaseSettings):
     mutation_budget_per_hour: int = Field(6, ge=0, le=100)
     approval_valid_s: int = Field(900, ge=60, le=86_400)
     approval_timeout_s: int = Field(900, ge=1, le=86_400)
-    approval_wait: str = Field(
+    approval_wait: Literal["auto", "pause"] = Field(
         "auto",
         description="auto: a deployment run suspends (frees its process) while it waits for an"
         " approval, other runs pause; pause: always pause",
@@ -83,7 +153,7 @@ class Settings(BaseSettings):
     # Railway
     railway_endpoint: str = "https://backboard.railway.com/graphql/v2"
     railway_token: SecretStr | None = None
-    railway_token_kind: str = "account"
+    railway_token_kind: Literal["account", "project"] = "account"
     railway_project_id: str = ""
     railway_environment_id: str = ""
     railway_service_id: str = ""

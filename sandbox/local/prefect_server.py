@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from sandbox.local import process
 
 _MIGRATE = (
     "import asyncio\n"
@@ -32,10 +30,7 @@ def cache_dir() -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+free_port = process.free_port
 
 
 def _prefect_version() -> str:
@@ -111,8 +106,8 @@ class LocalPrefectServer:
             "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
             **self.extra_env,
         }
-        log = (self.home / "server.log").open("ab")
-        self.process = subprocess.Popen(
+        log = self.home / "server.log"
+        self.process = process.spawn(
             [
                 sys.executable,
                 "-m",
@@ -126,33 +121,17 @@ class LocalPrefectServer:
                 "--log-level",
                 "warning",
             ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            env,
+            log,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"Prefect server exited with code {self.process.returncode};"
-                    f" see {self.home / 'server.log'}"
-                )
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"Prefect server did not answer within {timeout:g} s")
+        process.wait_ready(
+            self.process,
+            process.http_ok(f"{self.api_url}/health"),
+            name="Prefect server",
+            timeout=timeout,
+            log=log,
+        )
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        process.stop(self.process, grace=10)
         self.process = None

@@ -4,6 +4,7 @@ stopped by `stop()` (only what this stack started, by PID/process group)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from sandbox.local import process
 from sandbox.local.prefect_server import LocalPrefectServer, free_port
 
 
@@ -88,20 +90,14 @@ class Stack:
         }
         os.environ.update(self.env)
         say("starting the alert intake and serving the flows …")
-        log = (self.home / "intake.log").open("ab")
-        self.children.append(self._spawn(["intake", "--port", str(port)], log))
-        serve_log = (self.home / "serve.log").open("ab")
-        self.children.append(self._spawn(["serve", "--no-schedules"], serve_log))
+        self.children.append(self._spawn(["intake", "--port", str(port)], "intake.log"))
+        self.children.append(self._spawn(["serve", "--no-schedules"], "serve.log"))
         self._wait_ready()
 
-    def _spawn(self, args: list[str], log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runbook.cli", *args],
-            env={**os.environ, **self.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+        """`runbook ARGS` as a child process (the console, not an import of it)."""
+        cmd = [sys.executable, "-m", "runbook.cli", *args]
+        return process.spawn(cmd, {**os.environ, **self.env}, self.home / log)
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
@@ -126,15 +122,12 @@ class Stack:
         raise RuntimeError(f"the demo stack was not ready within {timeout:g} s; see {self.home}")
 
     def stop(self) -> None:
-        for child in reversed(self.children):
+        for child in reversed(self.children):  # all at once, then wait for each
             if child.poll() is None:
-                os.killpg(child.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGTERM)
         for child in reversed(self.children):
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait(5)
+            process.stop(child)
         self.children.clear()
         if self.sandbox is not None:
             self.sandbox.stop()

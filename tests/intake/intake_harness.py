@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -21,9 +19,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
-import httpx
-
 from intake import auth
+from sandbox.local import process
 from sandbox.local.prefect_server import free_port
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -123,41 +120,22 @@ class IntakeProcess:
     def start(self, timeout: float = 30.0, ready: int = 200) -> IntakeProcess:
         """Start; returns once /healthz answers `ready` (200: up with its database)."""
         code = f"from intake.cli import run; run('127.0.0.1', {self.port})"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-c", code],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"intake exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == ready:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"intake did not start: {self.log_path.read_text()[-2000:]}")
+        self.process = process.spawn([sys.executable, "-c", code], self.env, self.log_path)
+        process.wait_ready(
+            self.process,
+            process.http_ok(f"{self.url}/healthz", ready),
+            name="intake",
+            timeout=timeout,
+            log=self.log_path,
+        )
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
-        if self.process and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        process.kill(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+        process.stop(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
