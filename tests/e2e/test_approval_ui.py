@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from sandbox.handle import SandboxHandle
-from tests.integration.test_safety_core import code_from_slack, rollbacks, start_gated
+from tests.runbook.test_safety_core import code_from_slack, rollbacks, start_gated
 
 pytestmark = [
     pytest.mark.e2e,

@@ -14,8 +14,8 @@ from runbook.errors import OutcomeUnknown, PermanentError, TransientError
 from sandbox.environment import SECRETS
 from sandbox.handle import SandboxHandle
 from tasks import railway, rds
-from tests.integration.netfakes import closed_port
 from tests.sandbox.conftest import eventually
+from tests.tasks.netfakes import closed_port
 
 pytestmark = pytest.mark.integration
 Act = Callable[[Railway, dict[str, str]], Awaitable[Any]]

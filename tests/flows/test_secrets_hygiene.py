@@ -14,8 +14,8 @@ from prefect.logging.handlers import APILogWorker
 from blocks.railway import Railway
 from flows.health import health_check
 from sandbox.handle import SandboxHandle
-from tests.integration.safety_flow import safety_rollback
-from tests.integration.test_safety_core import code_from_slack, resume, waiting_gate
+from tests.flows.safety_flow import safety_rollback
+from tests.runbook.test_safety_core import code_from_slack, resume, waiting_gate
 
 pytestmark = pytest.mark.integration
 

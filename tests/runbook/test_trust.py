@@ -22,8 +22,8 @@ from runbook.approval import scope
 from runbook.safety import Approval, perform
 from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
-from tests.integration.safety_flow import safety_rollback
-from tests.integration.test_safety_core import (
+from tests.flows.safety_flow import safety_rollback
+from tests.runbook.test_safety_core import (
     code_from_slack,
     incident,
     resume,

@@ -13,7 +13,7 @@ from flows.database_connections import database_connections
 from flows.high_error_rate import high_error_rate
 from runbook import opsdb
 from sandbox.handle import SandboxHandle
-from tests.integration.test_safety_core import code_from_slack, resume
+from tests.runbook.test_safety_core import code_from_slack, resume
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,8 @@
 """A minimal flow that rolls back a bad Railway deployment through the safety core.
 
 Used by the safety-core tests (and runnable as a script for the kill -9 test):
-    python -m tests.integration.safety_flow INCIDENT [--slow-response]
-    python -m tests.integration.safety_flow --serve   # a deployment + the approval sweeper,
+    python -m tests.flows.safety_flow INCIDENT [--slow-response]
+    python -m tests.flows.safety_flow --serve   # a deployment + the approval sweeper,
                                                       # what `runbook serve` does for real flows
 """
 

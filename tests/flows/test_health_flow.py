@@ -11,7 +11,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.health import health_check
 from runbook.domain import HealthReport, Status
 from runbook.settings import get_settings
-from tests.integration.netfakes import scripted_http_server
+from tests.tasks.netfakes import scripted_http_server
 
 pytestmark = pytest.mark.integration
 

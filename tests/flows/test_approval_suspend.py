@@ -24,7 +24,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from sandbox.handle import SandboxHandle
-from tests.integration.test_safety_core import code_from_slack, incident, rollbacks
+from tests.runbook.test_safety_core import code_from_slack, incident, rollbacks
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def served(
     }
     extra = ["--no-sweeper"] if request.node.get_closest_marker("no_sweeper") else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.integration.safety_flow", "--serve", *extra],
+        [sys.executable, "-m", "tests.flows.safety_flow", "--serve", *extra],
         env=env,
         start_new_session=True,
         stdout=subprocess.DEVNULL,

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from blocks import AppDatabase, AppRedis, Policy, SupportApi
 from runbook.domain import Status
 from tasks import postgres, redis, support_api
-from tests.integration.netfakes import closed_port, scripted_http_server, silent_listener
+from tests.tasks.netfakes import closed_port, scripted_http_server, silent_listener
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from runbook import opsdb
 from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
-from tests.integration.safety_flow import safety_rollback
+from tests.flows.safety_flow import safety_rollback
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +286,7 @@ def test_kill_9_between_act_and_record_then_rerun_acts_once(
     before = rollbacks(sb)
     inc = incident()
     env = {**os.environ, "RUNBOOK_AUTO_APPROVE": "true", "RUNBOOK_ALLOW_AUTO_APPROVE": "1"}
-    cmd = [sys.executable, "-m", "tests.integration.safety_flow", inc]
+    cmd = [sys.executable, "-m", "tests.flows.safety_flow", inc]
     proc = subprocess.Popen(
         [*cmd, "--slow-response"],
         env=env,
