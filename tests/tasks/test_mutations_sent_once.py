@@ -141,7 +141,7 @@ async def test_railway_mutation_with_transient_error_is_outcome_unknown_and_sent
 async def test_railway_permanent_graphql_error_on_mutation_stays_permanent(
     platform_env: SandboxHandle, rw: Railway
 ) -> None:
-    listing = await railway.get_deployments.fn(rw)
+    listing = await railway.get_deployments.fn(rw, first=500)  # older tests add deployments
     failed = next(d for d in listing.items if d.status == "FAILED")
     with pytest.raises(PermanentError, match="cannot be rolled back"):
         await railway.rollback_deployment.fn(rw, failed.id)
