@@ -47,9 +47,9 @@ def error_cause(message: str) -> str:
 
 
 class ErrorSignals(BaseModel):
-    """Everything §1's decision needs, already observed."""
+    """Everything §1's decision needs, as observed: raw facts; decide() derives the rest."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     rate_5m_pct: float
     rate_1h_pct: float
@@ -59,11 +59,27 @@ class ErrorSignals(BaseModel):
     db_connections_pct: float | None = None
     current_model: str | None = None
     fallback_model: str = "gpt-4o-mini"
-    deploy_age_min: float | None = None  # age of the live deployment
-    deploy_error_lines: int = 0  # errors logged by the live deployment
-    rollback_to: str | None = None  # last known good deployment
+    deployments: tuple[railway.Deployment, ...] = ()  # the service's, newest first
     live_deployment: str | None = None
+    deploy_error_lines: int = 0  # errors logged by the live deployment
+    observed_at: datetime | None = None  # when these were read (ages are relative to it)
     target: str = "railway:api"  # where acts go (the Railway service)
+
+    @property
+    def deploy_age_min(self) -> float | None:
+        """How long the live deployment has been live (None: unknown)."""
+        live = next((d for d in self.deployments if d.id == self.live_deployment), None)
+        if live is None or self.observed_at is None:
+            return None
+        return (self.observed_at - live.created_at).total_seconds() / 60
+
+    @property
+    def rollback_to(self) -> str | None:
+        """The last known good deployment to roll back to (None: there is none)."""
+        if not self.live_deployment:
+            return None
+        good = railway.last_known_good(self.deployments, self.live_deployment)
+        return good.id if good else None
 
 
 class Decision(BaseModel):
@@ -216,18 +232,12 @@ async def observe(
     causes = by_cause.by_cause
     dist = await app_metrics.get_error_distribution(db, 3600)  # the runbook's own query
     degraded = tuple(p.page for p in page_states if p is not None and not p.operational)
-    age = error_lines = None
-    rollback_to = None
+    error_lines = 0
     if deps is not None and deps.current_id:
-        live = next((d for d in deps.items if d.id == deps.current_id), None)
-        if live is not None:
-            age = (datetime.now(UTC) - live.created_at).total_seconds() / 60
         logs = await safe(railway.get_deployment_logs(rw, deps.current_id))
         error_lines = (
             sum(1 for x in logs.lines if error_cause(x.message) == "application") if logs else 0
         )
-        good = railway.last_known_good(deps.items, deps.current_id)
-        rollback_to = good.id if good else None
     signals = ErrorSignals(
         rate_5m_pct=r5.rate_pct,
         rate_1h_pct=r1h.rate_pct,
@@ -236,10 +246,10 @@ async def observe(
         degraded_integrations=degraded,
         db_connections_pct=conns.details.get("percent"),
         current_model=model.value if model else None,
-        deploy_age_min=round(age, 1) if age is not None else None,
-        deploy_error_lines=error_lines or 0,
-        rollback_to=rollback_to,
+        deployments=deps.items if deps else (),
         live_deployment=deps.current_id if deps else None,
+        deploy_error_lines=error_lines,
+        observed_at=datetime.now(UTC),
         target=f"railway:{rw.service_id}",
     )
     evidence = {

@@ -16,6 +16,7 @@ from flows.acts import EXECUTORS, done_text
 from runbook.actions import ActionClass
 from runbook.plan import ActionName
 from runbook.policy import PolicyRules
+from tests.flows.test_decide_incident_flows import errors
 
 pytestmark = pytest.mark.unit
 POLICY = PolicyRules()
@@ -40,15 +41,10 @@ def test_every_action_name_has_exactly_one_executor_and_a_policy_class() -> None
 
 def test_decide_returns_the_typed_spec_of_a_changing_act() -> None:
     rollback = her.decide(
-        her.ErrorSignals(
-            rate_5m_pct=8.0,
-            rate_1h_pct=3.0,
-            rate_recent_pct=9.0,
+        errors(
             causes={"application": 30},
             deploy_age_min=4.0,
             deploy_error_lines=12,
-            rollback_to="dep-good",
-            live_deployment="dep-bad",
             target="railway:svc",
         ),
         POLICY,
@@ -56,7 +52,7 @@ def test_decide_returns_the_typed_spec_of_a_changing_act() -> None:
     assert rollback.act == "rollback" and rollback.spec is not None
     assert rollback.spec.action is ActionName.ROLLBACK_DEPLOYMENT
     assert rollback.spec.target == "railway:svc"
-    assert rollback.spec.params == {"deployment_id": "dep-good", "from_deployment": "dep-bad"}
+    assert rollback.spec.params == {"deployment_id": "dep-good", "from_deployment": "dep-live"}
     assert rollback.spec.action_class is ActionClass.DESTRUCTIVE
     switch = her.decide(
         her.ErrorSignals(
@@ -90,13 +86,7 @@ def test_a_policy_block_cannot_make_a_decided_rollback_look_safe() -> None:
 
     effective = looser.with_floor(Floor())
     d = her.decide(
-        her.ErrorSignals(
-            rate_5m_pct=7.0,
-            rate_1h_pct=3.0,
-            rate_recent_pct=6.5,
-            causes={"application": 30},
-            rollback_to="dep-good",
-        ),
+        errors(rate_5m_pct=7.0, rate_recent_pct=6.5, causes={"application": 30}),
         effective,
     )
     assert d.spec is not None and d.spec.action_class is ActionClass.DESTRUCTIVE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,12 +13,42 @@ from flows import high_error_rate as her
 from flows import high_latency as hl
 from flows import llm_provider as lp
 from runbook.domain import Status
+from tasks.railway import Deployment
 
 pytestmark = pytest.mark.unit
 POLICY = Policy()
 
 
+NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+
+
+def deployments(age_min: float, rollback_to: str | None) -> dict[str, Any]:
+    """What Railway lists: the live deployment `age_min` old and, when `rollback_to` is set, an
+    older deployment that can be rolled back to (decide() derives both from these)."""
+    live = Deployment(
+        id="dep-live",
+        status="SUCCESS",
+        created_at=NOW - timedelta(minutes=age_min),
+        can_rollback=True,
+        can_redeploy=True,
+    )
+    items = [live]
+    if rollback_to:
+        items.append(
+            Deployment(
+                id=rollback_to,
+                status="SUCCESS",
+                created_at=NOW - timedelta(days=2),
+                can_rollback=True,
+                can_redeploy=True,
+            )
+        )
+    return {"deployments": tuple(items), "live_deployment": "dep-live", "observed_at": NOW}
+
+
 def errors(**kw: Any) -> her.ErrorSignals:
+    age = kw.pop("deploy_age_min", 400.0)
+    rollback_to = kw.pop("rollback_to", "dep-good")
     base: dict[str, Any] = {
         "rate_5m_pct": 8.0,
         "rate_1h_pct": 3.0,
@@ -25,9 +56,8 @@ def errors(**kw: Any) -> her.ErrorSignals:
         "causes": {},
         "current_model": "gpt-4o",
         "fallback_model": "gpt-4o-mini",
-        "deploy_age_min": 400.0,
         "deploy_error_lines": 0,
-        "rollback_to": "dep-good",
+        **deployments(age, rollback_to),
     }
     return her.ErrorSignals(**{**base, **kw})
 
