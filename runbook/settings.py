@@ -186,6 +186,33 @@ class Settings(BaseSettings):
     llm_primary_model: str = "gpt-4o"
     llm_fallback_model: str = "gpt-4o-mini"
 
+    # DNS of the API host (§5 complete-outage check: `dig api.example.com`)
+    api_host: str | None = Field(None, description="default: the host of RUNBOOK_API_URL")
+    dns_nameserver: str | None = Field(
+        None, description="HOST[:PORT] of the nameserver to ask (default: the system's)"
+    )
+    dns_timeout_s: float = Field(2.0, gt=0, description="total time for one DNS lookup")
+
+    # email (runbook "Alert Channels": ops@example.com), SMTP
+    smtp_host: str | None = Field(None, description="unset: email is not configured")
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = Field(True, description="upgrade the connection with STARTTLS")
+    smtp_tls: bool = Field(False, description="implicit TLS (port 465) instead of STARTTLS")
+    smtp_ca_file: str | None = Field(None, description="CA bundle to trust (a private CA)")
+    smtp_timeout_s: float = Field(10.0, gt=0)
+    email_from: str = "runbook@example.com"
+    email_to: str = Field("ops@example.com", description="the runbook's ops mailbox")
+
+    # customer status page (Statuspage manage API)
+    statuspage_url: str = "https://api.statuspage.io/v1"
+    statuspage_api_key: SecretStr | None = None
+    statuspage_page_id: str = ""
+    statuspage_components: dict[str, str] = Field(
+        default_factory=dict, description="component name -> id (JSON), e.g. {\"API\": \"abc\"}"
+    )
+
     # our own intake, for findings of ours that become alerts (critical health, metric breaches)
     intake_url: str | None = Field(None, description="e.g. http://127.0.0.1:8080")
     generic_secret: SecretStr | None = Field(None, description="the intake's generic HMAC secret")
