@@ -10,9 +10,9 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict
 
-from blocks import LangSmith, LlmProbe, Railway, StatusPages
+from blocks import AppDatabase, LangSmith, LlmProbe, Railway, StatusPages
 from blocks.policy import Policy
-from flows.acts import Platform
+from flows.acts import Platform, done_text
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
 from runbook import ledger, opsdb
@@ -26,10 +26,10 @@ from runbook.plan import (
     spec,
 )
 from runbook.policy import PolicyRules
-from tasks import langsmith, llm, railway, status_pages
+from tasks import app_metrics, langsmith, llm, railway, status_pages
 
 Verdict = Literal["provider-outage", "rate-limited", "quota-exhausted", "bad-key", "healthy"]
-Act = Literal["none", "fallback", "fallback_and_queue", "page", "restore"]
+Act = Literal["none", "fallback", "fallback_and_queue", "page", "restore", "stop_queuing"]
 
 
 class Probe(BaseModel):
@@ -51,6 +51,7 @@ class LlmSignals(BaseModel):
     primary: Probe
     fallback: Probe
     on_fallback: bool = False
+    queue_enabled: bool = False  # REQUEST_QUEUE_ENABLED on the platform
     llm_errors_5m: int = 0
     primary_model: str = "gpt-4o"
     fallback_model: str = "gpt-4o-mini"
@@ -70,7 +71,8 @@ class Decision(BaseModel):
 ACT_ACTIONS: dict[str, tuple[ActionName, ...]] = {
     "fallback": (ActionName.SWITCH_MODEL,),
     "fallback_and_queue": (ActionName.SWITCH_MODEL, ActionName.ENABLE_REQUEST_QUEUE),
-    "restore": (ActionName.RESTORE_MODEL,),
+    "restore": (ActionName.RESTORE_MODEL, ActionName.DISABLE_REQUEST_QUEUE),
+    "stop_queuing": (ActionName.DISABLE_REQUEST_QUEUE,),
 }
 OTHER_ACTS = frozenset({"none", "page"})
 
@@ -100,12 +102,23 @@ def decide(s: LlmSignals, policy: PolicyRules | None = None) -> Decision:
             rules, ActionName.ENABLE_REQUEST_QUEUE, s.target, decision.why, {QUEUE_VARIABLE: "true"}
         )
         return decision.model_copy(update={"specs": (switch, queue)})
+    stop_queue = spec(
+        rules, ActionName.DISABLE_REQUEST_QUEUE, s.target, decision.why, {QUEUE_VARIABLE: "false"}
+    )
     if decision.act == "restore":
         restore = spec(
             rules, ActionName.RESTORE_MODEL, s.target, decision.why, {MODEL_VARIABLE: back}
         )
-        return decision.model_copy(update={"specs": (restore,)})
+        specs = (restore, stop_queue) if s.queue_enabled else (restore,)
+        return decision.model_copy(update={"specs": specs})
+    if decision.act == "stop_queuing":
+        return decision.model_copy(update={"specs": (stop_queue,)})
     return decision
+
+
+def verify_llm(llm_errors: int, window_s: int) -> tuple[bool, str]:
+    """§3's verify verdict on the symptom: LLM errors in the app after the switch (pure)."""
+    return llm_errors == 0, f"{llm_errors} LLM errors in the app over the last {window_s} s"
 
 
 def _decide(s: LlmSignals) -> Decision:
@@ -148,6 +161,12 @@ def _decide(s: LlmSignals) -> Decision:
             act="restore",
             why="primary answers again and the status page is clear",
         )
+    if s.queue_enabled and not page_bad and classify_probe(s.fallback) == "healthy":
+        return Decision(
+            verdict="healthy",
+            act="stop_queuing",
+            why="the models answer again: request queuing is no longer needed",
+        )
     return Decision(verdict="healthy", act="none", why=f"primary model healthy; {page_note}")
 
 
@@ -176,12 +195,13 @@ async def observe(
         except RunbookError:
             return None
 
-    primary, fallback, status, errors, model = await asyncio.gather(
+    primary, fallback, status, errors, model, queue = await asyncio.gather(
         probe(probe_block, probe_block.primary_model),
         probe(probe_block, probe_block.fallback_model),
         page(),
         traces(),
         railway.get_variable(rw, MODEL_VARIABLE),
+        railway.get_variable(rw, QUEUE_VARIABLE),
     )
     signals = LlmSignals(
         indicator=status.indicator if status else "unknown",
@@ -190,6 +210,7 @@ async def observe(
         primary=primary,
         fallback=fallback,
         on_fallback=model.value == probe_block.fallback_model,
+        queue_enabled=(queue.value or "").lower() == "true",
         llm_errors_5m=errors.llm_errored if errors else 0,
         primary_model=probe_block.primary_model,
         fallback_model=probe_block.fallback_model,
@@ -200,7 +221,8 @@ async def observe(
         "incidents": list(signals.unresolved_incidents),
         "primary": f"{probe_block.primary_model}: {primary.http_status} {primary.error_code}",
         "fallback": f"{probe_block.fallback_model}: {fallback.http_status} {fallback.error_code}",
-        "DEFAULT_MODEL": model.value,
+        MODEL_VARIABLE: model.value,
+        QUEUE_VARIABLE: queue.value,
         "langsmith_llm_errors_5m": signals.llm_errors_5m,
     }
     return signals, evidence
@@ -245,7 +267,10 @@ async def primary_stays_healthy(client: LlmProbe, seconds: float, every: float =
     on_crashed=[page_failed_run],
 )
 async def llm_provider(
-    incident_id: str | None = None, dry_run: bool = False, restore_healthy_s: float | None = None
+    incident_id: str | None = None,
+    dry_run: bool = False,
+    restore_healthy_s: float | None = None,
+    verify_window_s: float = 60.0,
 ) -> RemediationResult:
     """Runbook §3 LLM Provider Issues: outage or rate limit → fallback model (and request
     queuing when both struggle); quota or key → page a human; primary healthy → switch back."""
@@ -253,8 +278,12 @@ async def llm_provider(
     if (done := await run.finish_if_resolved()) is not None:
         return done
     policy: Policy = run.policy
-    probe_block, pages, ls, rw = await asyncio.gather(
-        LlmProbe.resolve(), StatusPages.resolve(), LangSmith.resolve(), Railway.resolve()
+    probe_block, pages, ls, rw, db = await asyncio.gather(
+        LlmProbe.resolve(),
+        StatusPages.resolve(),
+        LangSmith.resolve(),
+        Railway.resolve(),
+        AppDatabase.resolve(),
     )
     signals, evidence = await observe(probe_block, pages, ls, rw)
     await run.seen(f"primary {evidence['primary']}, fallback {evidence['fallback']}", **evidence)
@@ -264,23 +293,36 @@ async def llm_provider(
     platform = Platform(railway=rw)
 
     if decision.act in ("fallback", "fallback_and_queue"):
-        fallback = probe_block.fallback_model
-        outcomes = [await run.act_spec(change, platform, evidence) for change in decision.specs]
-        outcome = outcomes[0]
-        verified = None
-        if outcome.status == "done":
-            verified = (await probe(probe_block, fallback)).ok
+        switch, *also = decision.specs
+        for change in also:  # queuing first: it only holds requests while the switch lands
+            await run.act_spec(change, platform, evidence)
+
+        async def llm_errors_gone(acted_at: float) -> tuple[bool, str]:
+            elapsed = int(asyncio.get_running_loop().time() - acted_at)
+            window = max(10, min(elapsed, policy.recent_window_s))
+            causes = await app_metrics.get_error_causes(db, window)
+            return verify_llm(causes.by_cause.get("llm", 0), window)
+
+        return await run.execute(
+            decision.act,
+            switch,
+            platform,
+            evidence=evidence,
+            describe=done_text(switch.action, switch.params)
+            + f". It is switched back once the primary is healthy for"
+            f" {policy.llm_restore_healthy_s} s (llm-provider runs).",
+            verify=llm_errors_gone,
+            window_s=verify_window_s,
+        )
+    if decision.act == "stop_queuing":
+        outcome = await run.act_spec(decision.specs[0], platform, evidence)
         return await run.finish(
             decision.act,
             decision.why,
-            verified=verified,
-            summary=(
-                f"DEFAULT_MODEL → {fallback}. It is switched back once the primary is healthy"
-                f" for {policy.llm_restore_healthy_s} s (llm-provider runs)."
-                if outcome.status in {"done", "already_done"}
-                else f"DEFAULT_MODEL NOT switched to {fallback}: {outcome.status}"
-                f" ({outcome.detail or 'no change'})"
-            ),
+            verified=None,
+            summary="request queuing turned off again"
+            if outcome.status in {"done", "already_done"}
+            else f"request queuing NOT turned off: {outcome.status} ({outcome.detail})",
         )
     if decision.act == "page":
         await run.escalate(f"LLM provider: {decision.why}")
@@ -298,7 +340,11 @@ async def llm_provider(
                 summary="primary failed a probe; staying on the fallback",
             )
         primary = probe_block.primary_model
-        outcome = await run.act_spec(decision.specs[0], platform, evidence)
+        restore_model, *also = decision.specs
+        outcome = await run.act_spec(restore_model, platform, evidence)
+        if outcome.status in {"done", "already_done"}:
+            for change in also:  # and stop queuing requests
+                await run.act_spec(change, platform, evidence)
         return await run.finish(
             decision.act,
             decision.why,

@@ -25,6 +25,7 @@ class ActionName(StrEnum):
     SWITCH_MODEL = "switch_model"
     RESTORE_MODEL = "restore_model"
     ENABLE_REQUEST_QUEUE = "enable_request_queue"
+    DISABLE_REQUEST_QUEUE = "disable_request_queue"
     SET_POOL_SIZE = "set_pool_size"
     SCALE_REPLICAS = "scale_replicas"
     ROLLBACK_DEPLOYMENT = "rollback_deployment"

@@ -54,6 +54,7 @@ def _default_action_classes() -> dict[str, str]:
         "switch_model": "safe",
         "restore_model": "safe",
         "enable_request_queue": "safe",
+        "disable_request_queue": "safe",
         "scale_replicas": "safe",
         "set_pool_size": "safe",
         "rollback_deployment": "destructive",

@@ -210,7 +210,7 @@ class Settings(BaseSettings):
     statuspage_api_key: SecretStr | None = None
     statuspage_page_id: str = ""
     statuspage_components: dict[str, str] = Field(
-        default_factory=dict, description="component name -> id (JSON), e.g. {\"API\": \"abc\"}"
+        default_factory=dict, description='component name -> id (JSON), e.g. {"API": "abc"}'
     )
 
     # our own intake, for findings of ours that become alerts (critical health, metric breaches)

@@ -221,6 +221,9 @@ def llm(**kw: Any) -> lp.LlmSignals:
             "none",
         ),
         (llm(on_fallback=True), "healthy", "restore"),
+        (llm(on_fallback=True, queue_enabled=True), "healthy", "restore"),  # + stop queuing
+        (llm(queue_enabled=True), "healthy", "stop_queuing"),  # §3: queuing off when healthy
+        (llm(queue_enabled=True, indicator="major"), "healthy", "none"),  # not while degraded
         (llm(on_fallback=True, indicator="major"), "healthy", "none"),  # page not clear yet
         # the indicator alone can lie: "none" with an unresolved incident and LLM errors
         (
@@ -281,3 +284,19 @@ def test_database_connections_decide_table(signals: dc.DbSignals, problem: str, 
     assert (decision.problem, decision.act) == (problem, act), decision.why
     if act == "raise_pool":
         assert decision.pool_to == POLICY.max_pool_size == 30  # the runbook's number
+
+
+def test_llm_restore_also_turns_request_queuing_off_when_it_was_on() -> None:
+    with_queue = lp.decide(llm(on_fallback=True, queue_enabled=True))
+    assert [c.action.value for c in with_queue.specs] == [
+        "restore_model",
+        "disable_request_queue",
+    ]
+    assert with_queue.specs[1].params == {"REQUEST_QUEUE_ENABLED": "false"}
+    without = lp.decide(llm(on_fallback=True))
+    assert [c.action.value for c in without.specs] == ["restore_model"]
+
+
+@pytest.mark.parametrize(("errors", "ok"), [(0, True), (1, False), (40, False)])
+def test_llm_verify_looks_at_the_apps_llm_errors(errors: int, ok: bool) -> None:
+    assert lp.verify_llm(errors, 30)[0] is ok
