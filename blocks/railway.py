@@ -23,6 +23,9 @@ class Railway(RunbookBlock):
     project_id: str = ""
     environment_id: str = ""
     service_id: str = ""
+    postgres_service_id: str = Field(
+        "", description="a Railway-hosted Postgres service (empty: the database lives elsewhere)"
+    )
     timeout_s: float = Field(15.0, gt=0, description="seconds to wait for an answer (read/write)")
     connect_timeout_s: float = Field(
         5.0, gt=0, description="seconds to open the connection (nothing sent yet)"
@@ -37,6 +40,7 @@ class Railway(RunbookBlock):
             project_id=settings.railway_project_id,
             environment_id=settings.railway_environment_id,
             service_id=settings.railway_service_id,
+            postgres_service_id=settings.railway_postgres_service_id,
             timeout_s=settings.railway_timeout_s,
         )
 

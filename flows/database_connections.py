@@ -19,7 +19,9 @@ from runbook.plan import POOL_VARIABLE, ActionName, ActSpec, spec
 from tasks import app_metrics, railway, rds, support_api
 from tasks.postgres import get_pg_connections
 
-Problem = Literal["none", "unreachable", "pool-exhausted", "rds-unavailable", "unclear"]
+Problem = Literal[
+    "none", "unreachable", "pool-exhausted", "rds-unavailable", "railway-db-down", "unclear"
+]
 Act = Literal["none", "raise_pool", "restart_api", "failover_db", "escalate"]
 
 
@@ -34,6 +36,15 @@ class DbSignals(BaseModel):
     pool_size: int | None = None
     rds_status: str | None = None  # None: not on RDS / not readable
     multi_az: bool = False
+    railway_db_status: str | None = None  # a Railway-hosted Postgres: its live deployment status
+    app_connections: int | None = None  # the app's own sessions on its database
+    replicas: int | None = None  # API replicas, each with its own pool
+
+    @property
+    def app_pool_pct(self) -> float | None:
+        """Key Metrics "DB connections": the app's sessions as % of its pools."""
+        return app_pool_pct(self.app_connections, self.pool_size, self.replicas)
+
     target: str = "railway:api"  # the Railway service (pool size, restarts)
     rds_instance: str = "support-agent-db"
 
@@ -55,6 +66,16 @@ ACT_ACTIONS: dict[str, ActionName] = {
     "failover_db": ActionName.FAILOVER_DB,
 }
 OTHER_ACTS = frozenset({"none", "escalate"})
+
+
+def app_pool_pct(
+    app_connections: int | None, pool_size: int | None, replicas: int | None
+) -> float | None:
+    """Connections as a share of the app's pool (DATABASE_POOL_SIZE times replicas), the runbook's
+    Key Metrics measure; None when a part is unknown."""
+    if app_connections is None or not pool_size or not replicas:
+        return None
+    return round(100.0 * app_connections / (pool_size * replicas), 1)
 
 
 def decide(s: DbSignals, policy: Policy) -> Decision:
@@ -87,8 +108,20 @@ def verify_database(
 
 def _decide(s: DbSignals, policy: Policy) -> Decision:
     seen = f"/health/ready: {s.ready_summary or 'ok'}; {s.db_errors_now} database errors now"
-    if s.ready_ok and s.db_errors_now == 0:
+    pct = s.app_pool_pct
+    if pct is not None:
+        seen += f"; app pool {pct:.0f} % used"
+    limit = policy.threshold("db_connections_pct")
+    saturated = pct is not None and pct >= limit.critical
+    if s.ready_ok and s.db_errors_now == 0 and not saturated:
         return Decision(problem="none", act="none", why=f"{seen}: the database path is healthy")
+    if s.railway_db_status in {"CRASHED", "FAILED", "REMOVED"}:
+        return Decision(
+            problem="railway-db-down",
+            act="escalate",
+            why=f"{seen}; the Railway Postgres service is {s.railway_db_status}:"
+            " platform-side, page a human (Railway support)",
+        )
     if s.rds_status not in (None, "available"):
         return Decision(
             problem="rds-unavailable",
@@ -107,7 +140,7 @@ def _decide(s: DbSignals, policy: Policy) -> Decision:
             act="escalate",
             why=f"{seen}; connections refused and no Multi-AZ standby",
         )
-    if s.pool_exhausted:
+    if s.pool_exhausted or saturated:
         size = s.pool_size or 0
         if size < policy.max_pool_size:
             return Decision(
@@ -124,6 +157,10 @@ def _decide(s: DbSignals, policy: Policy) -> Decision:
     return Decision(problem="unclear", act="escalate", why=f"{seen}; cause unclear")
 
 
+async def _none() -> None:
+    return None
+
+
 async def observe(
     db: AppDatabase, api: SupportApi, rw: Railway, aws: Rds, policy: Policy
 ) -> tuple[DbSignals, dict[str, Any]]:
@@ -134,7 +171,11 @@ async def observe(
             return None
 
     recent = policy.recent_window_s
-    (ready, causes, exhausted, refused), (pool, instance, conns) = await asyncio.gather(
+    pg_service = rw.postgres_service_id
+    (
+        (ready, causes, exhausted, refused),
+        (pool, instance, conns, api_si, pg_si),
+    ) = await asyncio.gather(
         asyncio.gather(
             support_api.get_api_readiness(api),
             maybe(app_metrics.get_error_causes(db, recent)),
@@ -145,6 +186,8 @@ async def observe(
             maybe(railway.get_variable(rw, POOL_VARIABLE)),
             maybe(rds.get_db_instance(aws)),
             get_pg_connections(db, policy),
+            maybe(railway.get_service_instance(rw)),
+            maybe(railway.get_service_instance(rw, pg_service)) if pg_service else _none(),
         ),
     )
     signals = DbSignals(
@@ -160,6 +203,9 @@ async def observe(
         pool_size=int(pool.value) if pool and pool.value and pool.value.isdigit() else None,
         rds_status=instance.status if instance else None,
         multi_az=bool(instance and instance.multi_az),
+        railway_db_status=pg_si.latest_status if pg_si else None,
+        app_connections=conns.details.get("app_connections"),
+        replicas=api_si.num_replicas if api_si else None,
         target=f"railway:{rw.service_id}",
         rds_instance=aws.instance_id,
     )
@@ -169,6 +215,8 @@ async def observe(
         "pool_size": signals.pool_size,
         "rds_status": signals.rds_status,
         "connections": conns.summary,
+        "app_pool_pct": signals.app_pool_pct,
+        "railway_db_status": signals.railway_db_status,
     }
     return signals, evidence
 

@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     railway_project_id: str = ""
     railway_environment_id: str = ""
     railway_service_id: str = ""
+    railway_postgres_service_id: str = Field(
+        "", description="a Railway-hosted Postgres service (empty: the database is not on Railway)"
+    )
     railway_timeout_s: float = Field(15.0, gt=0, description="read/write timeout of one call")
 
     # AWS RDS

@@ -30,9 +30,12 @@ async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
         rows = await _rows(
             db,
             "SELECT count(*), count(*) FILTER (WHERE backend_type = 'client backend'),"
-            " current_setting('max_connections')::int FROM pg_stat_activity",
+            " current_setting('max_connections')::int,"
+            " count(*) FILTER (WHERE backend_type = 'client backend'"
+            " AND datname = current_database() AND pid <> pg_backend_pid())"
+            " FROM pg_stat_activity",
         )
-        total, clients, max_conn = rows[0]
+        total, clients, max_conn, app = rows[0]
         pct = 100.0 * clients / max_conn
         return result(
             "pg_connections",
@@ -43,6 +46,7 @@ async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
             clients=clients,
             max_connections=max_conn,
             percent=round(pct, 1),
+            app_connections=app,  # the app's own sessions on its database (not ours)
         )
 
     return await observe("pg_connections", COMPONENT, probe)

@@ -219,13 +219,14 @@ async def get_deployments(railway: Railway, first: int = 20) -> Deployments:
 
 
 @task(name="get-railway-service-instance", retries=0)
-async def get_service_instance(railway: Railway) -> ServiceInstance:
-    """Replica count, region and the live deployment."""
+async def get_service_instance(railway: Railway, service_id: str | None = None) -> ServiceInstance:
+    """Replica count, region and the live deployment (`railway status`) of the service, or of
+    another service of the project (`railway status --service postgres`)."""
     data = await _graphql(
         railway,
         "query($env: String!, $svc: String!) { serviceInstance(environmentId: $env,"
         " serviceId: $svc) { numReplicas region latestDeployment { id status } } }",
-        {"env": railway.environment_id, "svc": railway.service_id},
+        {"env": railway.environment_id, "svc": service_id or railway.service_id},
     )
     si = data["serviceInstance"]
     latest = si.get("latestDeployment") or {}

@@ -277,6 +277,14 @@ def dbs(**kw: Any) -> dc.DbSignals:
         (dbs(pool_exhausted=True), "pool-exhausted", "raise_pool"),
         (dbs(pool_exhausted=True, pool_size=30), "pool-exhausted", "restart_api"),
         (dbs(), "unclear", "escalate"),
+        # the app's pool (10 x 3 replicas) 29/30 used: raise it before requests fail
+        (
+            dbs(ready_ok=True, db_errors_now=0, app_connections=29, replicas=3),
+            "pool-exhausted",
+            "raise_pool",
+        ),
+        (dbs(ready_ok=True, db_errors_now=0, app_connections=20, replicas=3), "none", "none"),
+        (dbs(railway_db_status="CRASHED"), "railway-db-down", "escalate"),
     ],
 )
 def test_database_connections_decide_table(signals: dc.DbSignals, problem: str, act: str) -> None:
@@ -300,3 +308,19 @@ def test_llm_restore_also_turns_request_queuing_off_when_it_was_on() -> None:
 @pytest.mark.parametrize(("errors", "ok"), [(0, True), (1, False), (40, False)])
 def test_llm_verify_looks_at_the_apps_llm_errors(errors: int, ok: bool) -> None:
     assert lp.verify_llm(errors, 30)[0] is ok
+
+
+@pytest.mark.parametrize(
+    ("connections", "pool", "replicas", "pct"),
+    [
+        (57, 20, 3, 95.0),  # hand count: 57 of 20 x 3 = 60
+        (12, 30, 2, 20.0),
+        (0, 10, 1, 0.0),
+        (5, None, 2, None),  # pool size unknown
+        (5, 10, 0, None),  # replicas unknown
+    ],
+)
+def test_app_pool_pct_is_connections_over_pool_size_times_replicas(
+    connections: int, pool: int | None, replicas: int, pct: float | None
+) -> None:
+    assert dc.app_pool_pct(connections, pool, replicas) == pct
