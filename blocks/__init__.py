@@ -7,6 +7,9 @@ block document exists, or no Prefect API is configured, they are built from `RUN
 from blocks.app_database import AppDatabase
 from blocks.app_redis import AppRedis
 from blocks.base import RunbookBlock
+from blocks.contacts import Contacts
+from blocks.dns import Dns
+from blocks.email import Email
 from blocks.langsmith import LangSmith
 from blocks.llm import LlmProbe
 from blocks.pagerduty import PagerDuty
@@ -15,6 +18,7 @@ from blocks.railway import Railway
 from blocks.rds import Rds
 from blocks.slack import Slack
 from blocks.status_pages import StatusPages
+from blocks.statuspage import CustomerStatusPage
 from blocks.support_api import SupportApi
 
 ALL_BLOCKS: tuple[type[RunbookBlock], ...] = (
@@ -28,13 +32,21 @@ ALL_BLOCKS: tuple[type[RunbookBlock], ...] = (
     LlmProbe,
     Slack,
     PagerDuty,
+    Email,
+    Dns,
     Policy,
+    CustomerStatusPage,
+    Contacts,
 )
 
 __all__ = [
     "ALL_BLOCKS",
     "AppDatabase",
     "AppRedis",
+    "Contacts",
+    "CustomerStatusPage",
+    "Dns",
+    "Email",
     "LangSmith",
     "LlmProbe",
     "PagerDuty",

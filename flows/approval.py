@@ -179,10 +179,16 @@ async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: s
                 reason=stored.reason or stored.status.value,
                 code=ApprovalCode.TIMED_OUT if timed_out else ApprovalCode.REJECTED,
             )
+        # break-glass (off unless the environment sets it): a second approver who does not answer
+        # within break_glass_after_s lets the first one's approval stand
+        glass = bool(
+            request.break_glass and policy.break_glass_after_s and approved_by and number >= 2
+        )
+        timeout_s = policy.approval_timeout_s
+        if glass and policy.break_glass_after_s:
+            timeout_s = min(timeout_s, policy.break_glass_after_s)
         if stored is None or stored.status is not ApprovalStatus.WAITING:
-            expires_at = (datetime.now(UTC) + timedelta(seconds=policy.approval_timeout_s)).replace(
-                microsecond=0
-            )
+            expires_at = (datetime.now(UTC) + timedelta(seconds=timeout_s)).replace(microsecond=0)
             # announce first: a process that dies between the two announces again on its rerun
             await announce(policy, request, run_id, link, expires_at, number, needed)
             async with await opsdb.connect() as conn:
@@ -214,10 +220,12 @@ async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: s
             approvers_needed=needed,
             require_code=policy.require_code,
         )
-        answer, answered_at = await wait.answer(form, description, key, policy.approval_timeout_s)
+        answer, answered_at = await wait.answer(form, description, key, timeout_s)
         late = answered_at > expires_at
+        if (late or (not answer.approve and answer.approver == TIMEOUT_APPROVER)) and glass:
+            return await _break_glass(request, run_id, key, approved_by, reasons, timeout_s)
         if late or (not answer.approve and answer.approver == TIMEOUT_APPROVER):
-            why = f"no approval within {policy.approval_timeout_s} s"
+            why = f"no approval within {timeout_s} s"
             async with await opsdb.connect() as conn:
                 await approvals.decide(conn, run_id, key, ApprovalStatus.TIMED_OUT, None, why)
             logger.warning("Not approved: %s", why)
@@ -241,6 +249,33 @@ async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: s
         reasons.append(f"{name}: {answer.reason or 'no reason given'}")
     return Approval(
         approved=True, approvers=approved_by, reason="; ".join(reasons), code=ApprovalCode.APPROVED
+    )
+
+
+async def _break_glass(
+    request: ActionRequest,
+    run_id: str,
+    key: str,
+    approved_by: list[str],
+    reasons: list[str],
+    waited_s: int,
+) -> Approval:
+    """The Policy's break-glass: one approver suffices after `waited_s` without a second answer
+    (the act still re-checks that the outage persists before it runs). Paged, so nobody
+    misses that a two-person act went ahead with one."""
+    why = f"break-glass: no second approver within {waited_s} s; {', '.join(approved_by)} alone"
+    async with await opsdb.connect() as conn:
+        await approvals.decide(conn, run_id, key, ApprovalStatus.TIMED_OUT, None, why)
+    get_run_logger().warning("Approved by break-glass: %s", why)
+    await page(
+        f"{request.action} on {request.target} goes ahead by break-glass: {why}",
+        {"incident": request.incident_id, "key": request.idempotency_key},
+    )
+    return Approval(
+        approved=True,
+        approvers=approved_by,
+        reason="; ".join([*reasons, why]),
+        code=ApprovalCode.APPROVED,
     )
 
 
@@ -327,7 +362,28 @@ async def request_approval(request: ActionRequest) -> Approval:
         if isinstance(result, Approval):
             return result
     policy = await Policy.resolve()
+    # Prefect fails a paused gate whose wait timed out; the break-glass reads what it approved
+    run_id = state.state_details.flow_run_id
+    if request.break_glass and policy.break_glass_after_s and run_id is not None:
+        async with await opsdb.connect() as conn:
+            first = await approvals.load(conn, str(run_id), "approval-1")
+        if first is not None and first.status is ApprovalStatus.APPROVED and first.approver:
+            glass = await approvals_break_glass_pause(request, str(run_id), first.approver, policy)
+            if glass is not None:
+                return glass
     why = f"no approval within {policy.approval_timeout_s} s ({state.name})"
     async with await opsdb.connect() as conn:
         await approvals.time_out_paused(conn, request.idempotency_key, why)
     return Approval(approved=False, reason=why, code=ApprovalCode.TIMED_OUT)
+
+
+async def approvals_break_glass_pause(
+    request: ActionRequest, run_id: str, first: str, policy: Policy
+) -> Approval | None:
+    """The paused gate ended on the second approver's (break-glass) timeout."""
+    async with await opsdb.connect() as conn:
+        second = await approvals.load(conn, run_id, "approval-2")
+    if second is None or second.status is not ApprovalStatus.WAITING:
+        return None
+    waited = min(policy.approval_timeout_s, policy.break_glass_after_s or 0)
+    return await _break_glass(request, run_id, "approval-2", [first], [first], waited)

@@ -181,6 +181,8 @@ class IncidentRun:
             evidence=evidence,
             reversible=spec.reversible,
             undo_hint=undo,
+            two_person=spec.two_person,
+            break_glass=spec.break_glass,
         )
 
     def _calls(

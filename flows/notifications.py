@@ -20,7 +20,7 @@ from blocks.slack import Slack
 from runbook import notify_queue, opsdb
 from runbook.errors import RunbookError
 from runbook.notify_queue import Notice
-from tasks.notify import send_pagerduty_event, send_slack
+from tasks.notify import resolve_pagerduty, send_pagerduty_event, send_slack
 
 _log = logging.getLogger("runbook.notifications")
 
@@ -49,10 +49,17 @@ async def _send(notice: Notice) -> None:
         await call(slack, notice.body)
         return
     pagerduty = await PagerDuty.resolve()
-    call_pd = send_pagerduty_event if _in_run() else send_pagerduty_event.fn
-    delivery = await call_pd(
-        pagerduty, notice.body, notice.dedup_key or notice.body[:255], custom_details=notice.details
-    )
+    details = dict(notice.details)
+    severity = str(details.pop("severity", "critical"))
+    dedup = notice.dedup_key or str(details.get("incident") or notice.body[:255])
+    if notice.channel == "pagerduty-resolve":
+        resolve = resolve_pagerduty if _in_run() else resolve_pagerduty.fn
+        delivery = await resolve(pagerduty, dedup)
+    else:
+        call_pd = send_pagerduty_event if _in_run() else send_pagerduty_event.fn
+        delivery = await call_pd(
+            pagerduty, notice.body, dedup, severity=severity, custom_details=details
+        )
     if not delivery.accepted:
         raise RunbookError("pagerduty: event not accepted")
 
@@ -96,12 +103,12 @@ async def notify(text: str) -> bool:
     return await _queue_and_send("slack", text)
 
 
-async def page(summary: str, details: dict[str, Any]) -> bool:
-    """Trigger a PagerDuty incident (dedup on the incident id, so repeats do not re-page).
-    True only when PagerDuty accepted it; otherwise Slack is told at once (and the page is
-    retried by the outbox)."""
+async def page(summary: str, details: dict[str, Any], severity: str = "critical") -> bool:
+    """Trigger a PagerDuty incident (dedup on the incident id, so repeats do not re-page;
+    `severity` P1/P2/… or critical/error/warning). True only when PagerDuty accepted it;
+    otherwise Slack is told at once (and the page is retried by the outbox)."""
     dedup = str(details.get("incident") or details.get("key") or summary)[:255]
-    if await _queue_and_send("pagerduty", summary, details, dedup):
+    if await _queue_and_send("pagerduty", summary, {**details, "severity": severity}, dedup):
         return True
     await notify(f":rotating_light: PAGE NOT DELIVERED (PagerDuty did not accept it) — {summary}")
     return False
@@ -153,6 +160,11 @@ async def page_failed_run(flow: Any, flow_run: Any, state: Any) -> None:
     )
 
 
+async def resolve_page(incident_id: str) -> bool:
+    """Resolve the incident's PagerDuty alert (same dedup key as its pages), through the outbox."""
+    return await _queue_and_send("pagerduty-resolve", f"resolve {incident_id}", {}, incident_id)
+
+
 async def flush_outbox(limit: int = 50) -> int:
     """Retry due notices (called by `runbook serve` / `runbook sweep`); returns how many went."""
     async with await opsdb.connect() as conn:
@@ -161,7 +173,7 @@ async def flush_outbox(limit: int = 50) -> int:
         for notice in due:
             ok, exhausted = await _deliver(notice, conn)
             delivered += ok
-            if exhausted and notice.channel == "pagerduty":
+            if exhausted and notice.channel.startswith("pagerduty"):
                 fallback = await notify_queue.enqueue(
                     conn,
                     "slack",

@@ -37,6 +37,9 @@ class ActionRequest(BaseModel):
     reversible: bool = False
     undo_hint: str = ""
     two_person: bool = Field(False, description="force two approvers (e.g. outage rollback)")
+    break_glass: bool = Field(
+        False, description="a two-person act the Policy's break-glass may let one approver do"
+    )
     requested_by: str | None = Field(
         None, description="who asked for the run (a manual run's --as): never its approver"
     )

@@ -29,6 +29,8 @@ class ActionName(StrEnum):
     SET_POOL_SIZE = "set_pool_size"
     SCALE_REPLICAS = "scale_replicas"
     ROLLBACK_DEPLOYMENT = "rollback_deployment"
+    OPEN_STATUS_INCIDENT = "open_status_incident"  # the customer status page (Statuspage)
+    RESOLVE_STATUS_INCIDENT = "resolve_status_incident"
     REDEPLOY_SERVICE = "redeploy_service"
     FAILOVER_DB = "failover_db"
 
@@ -47,6 +49,8 @@ class ActSpec(BaseModel):
     undo_params: dict[str, Any] | None = Field(
         None, description="what undoing sets back (None: not reversible by us)"
     )
+    two_person: bool = Field(False, description="two distinct approvers (e.g. outage rollback)")
+    break_glass: bool = Field(False, description="the Policy's break-glass may apply")
 
 
 def spec(
@@ -56,9 +60,14 @@ def spec(
     why: str,
     params: dict[str, Any] | None = None,
     undo_params: dict[str, Any] | None = None,
+    *,
+    two_person: bool = False,
+    break_glass: bool = False,
 ) -> ActSpec:
     """An `ActSpec`, classed by the Policy (a pure helper for `decide()`)."""
     return ActSpec(
+        two_person=two_person,
+        break_glass=break_glass,
         action=action,
         target=target,
         params=params or {},

@@ -55,6 +55,8 @@ def _default_action_classes() -> dict[str, str]:
         "restore_model": "safe",
         "enable_request_queue": "safe",
         "disable_request_queue": "safe",
+        "open_status_incident": "safe",
+        "resolve_status_incident": "safe",
         "scale_replicas": "safe",
         "set_pool_size": "safe",
         "rollback_deployment": "destructive",
@@ -102,6 +104,7 @@ class Floor(BaseModel):
     mutation_budget_per_hour: int = 6
     approval_valid_s: int = 900
     approval_timeout_s: int = 900
+    break_glass_after_s: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Floor:
@@ -120,6 +123,7 @@ class Floor(BaseModel):
             mutation_budget_per_hour=settings.mutation_budget_per_hour,
             approval_valid_s=settings.approval_valid_s,
             approval_timeout_s=settings.approval_timeout_s,
+            break_glass_after_s=settings.break_glass_after_s,
         )
 
 
@@ -152,6 +156,14 @@ class PolicyRules(BaseModel):
     approval_timeout_s: int = Field(900, ge=60, le=86_400)
     approval_valid_s: int = Field(
         900, ge=60, le=86_400, description="an approval is reused (same exact act) this long"
+    )
+    break_glass: bool = Field(
+        True,
+        description="allow the environment's break-glass (RUNBOOK_BREAK_GLASS_AFTER_S); False"
+        " turns it off, a longer break_glass_after_s delays it",
+    )
+    break_glass_after_s: int | None = Field(
+        None, ge=60, le=86_400, description="None: as the environment says"
     )
     action_classes: dict[str, str] = Field(default_factory=_default_action_classes)
     approval_required_for: list[str] = Field(default_factory=lambda: ["destructive"])
@@ -246,6 +258,12 @@ class PolicyRules(BaseModel):
                 ),
                 "approval_valid_s": min(self.approval_valid_s, floor.approval_valid_s),
                 "approval_timeout_s": min(self.approval_timeout_s, floor.approval_timeout_s),
+                # break-glass only where the environment allows it; a block may delay or stop it
+                "break_glass_after_s": (
+                    None
+                    if floor.break_glass_after_s is None or not self.break_glass
+                    else max(floor.break_glass_after_s, self.break_glass_after_s or 0)
+                ),
             }
         )
         policy._problems = list(self._problems)

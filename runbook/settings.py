@@ -122,6 +122,13 @@ class Settings(BaseSettings):
     destructive_budget_per_hour: int = Field(2, ge=0, le=100)
     mutation_budget_per_hour: int = Field(6, ge=0, le=100)
     approval_valid_s: int = Field(900, ge=60, le=86_400)
+    break_glass_after_s: int | None = Field(
+        None,
+        ge=1,
+        le=86_400,
+        description="off by default: a two-person outage rollback goes ahead with one approver"
+        " after this long without a second answer while the outage persists",
+    )
     approval_timeout_s: int = Field(900, ge=1, le=86_400)
     approval_wait: Literal["auto", "pause"] = Field(
         "auto",

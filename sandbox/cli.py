@@ -84,7 +84,7 @@ def _control(call: Any) -> Any:
 @app.command()
 def up(
     port_base: int | None = typer.Option(
-        None, "--port-base", help="use ports N..N+5 (default: free ports)"
+        None, "--port-base", help="use ports N..N+7 (default: free ports)"
     ),
     foreground: bool = typer.Option(False, "--foreground", help="stay attached; Ctrl-C stops"),
 ) -> None:

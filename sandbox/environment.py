@@ -1,5 +1,7 @@
 """The environment a sandbox hands to clients: every `RUNBOOK_*` setting our blocks read, pointing
-at the fakes, with fixed but non-trivial credentials (a secrets grep can find any leak).
+at the fakes, with fixed but non-trivial credentials (a secrets grep can find any leak). That
+includes the nameserver that answers `RUNBOOK_API_HOST` and the mail server (STARTTLS with the
+sandbox's own CA in `RUNBOOK_SMTP_CA_FILE`, AUTH with `RUNBOOK_SMTP_USERNAME`/`_PASSWORD`).
 
 `extra_env` names settings the project does not have yet (our own customer status page, the
 OpenAI admin API for key rotation).
@@ -22,8 +24,12 @@ SECRETS = {
     "pagerduty_routing_key": "sbx0e6f3b9a2c7d41f58e1a9b3c7d2e4",
     "statuspage_api_key": "sbx-sp-oauth-6b1d9e4c2a7f83",
     "openai_admin_key": "sk-admin-sbx-2c8f4e6a1b9d7305",
+    "smtp_password": "sbx-smtp-pw-8d3f1a6c2e9b47",
 }
 STATUSPAGE_PAGE_ID = "sbxpage01"
+API_HOST = "api.example.com"  # the runbook's `dig api.example.com`; the sandbox's DNS answers it
+SMTP_USERNAME = "runbook-sbx"
+OPS_MAILBOX = "ops@example.com"
 
 
 def client_env(
@@ -36,6 +42,7 @@ def client_env(
     langsmith_project: str,
     primary_model: str,
     fallback_model: str,
+    smtp_ca_file: str,
 ) -> dict[str, str]:
     fakes = f"http://127.0.0.1:{ports['fakes']}"
     return {
@@ -65,6 +72,15 @@ def client_env(
         "RUNBOOK_SLACK_WEBHOOK_URL": f"{fakes}{SECRETS['slack_path']}",
         "RUNBOOK_PAGERDUTY_EVENTS_URL": f"{fakes}/pagerduty/v2/enqueue",
         "RUNBOOK_PAGERDUTY_ROUTING_KEY": SECRETS["pagerduty_routing_key"],
+        "RUNBOOK_API_HOST": API_HOST,
+        "RUNBOOK_DNS_NAMESERVER": f"127.0.0.1:{ports['dns']}",
+        "RUNBOOK_SMTP_HOST": "127.0.0.1",
+        "RUNBOOK_SMTP_PORT": str(ports["smtp"]),
+        "RUNBOOK_SMTP_USERNAME": SMTP_USERNAME,
+        "RUNBOOK_SMTP_PASSWORD": SECRETS["smtp_password"],
+        "RUNBOOK_SMTP_STARTTLS": "true",
+        "RUNBOOK_SMTP_CA_FILE": smtp_ca_file,
+        "RUNBOOK_EMAIL_TO": OPS_MAILBOX,
         "RUNBOOK_SANDBOX_CONTROL_URL": f"{fakes}/control",
     }
 

@@ -23,17 +23,36 @@ from typing import Any
 
 import httpx
 
+PORT_NAMES = ("api", "fakes", "aws", "pg", "redis", "moto", "dns", "smtp")
+
+
+def _free_port(udp_too: bool, taken: set[int]) -> int:
+    """A loopback TCP port nothing listens on, not in `taken` (for DNS: its UDP twin free too)."""
+    for _ in range(50):
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port: int = tcp.getsockname()[1]
+            if port in taken:
+                continue
+            if not udp_too:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise SandboxError("no free loopback port for the sandbox")
+
 
 def ports_for(port_base: int | None) -> dict[str, int]:
-    names = ("api", "fakes", "aws", "pg", "redis", "moto")
+    """`port_base`..+7 in the order of `PORT_NAMES`, else distinct free ports (DNS: TCP+UDP)."""
     if port_base:
-        return {n: port_base + i for i, n in enumerate(names)}
-    out = {}
-    for n in names:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            out[n] = s.getsockname()[1]
-    return out
+        return {n: port_base + i for i, n in enumerate(PORT_NAMES)}
+    ports: dict[str, int] = {}
+    for name in PORT_NAMES:
+        ports[name] = _free_port(name == "dns", set(ports.values()))
+    return ports
 
 
 class SandboxError(RuntimeError):
@@ -115,6 +134,7 @@ class SandboxHandle:
         return result
 
     def sink(self, name: str) -> list[dict[str, Any]]:
+        """What was accepted: "slack", "pagerduty", "statuspage" or "email" (SMTP)."""
         result: list[dict[str, Any]] = self._request("GET", f"/sinks/{name}")
         return result
 

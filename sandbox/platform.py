@@ -11,6 +11,8 @@ experiences follows from this state (`sandbox.behaviour`):
     integration-outage         intents that call Shopify (or Gorgias) fail
     high-load                  latency ∝ 1 / replicas (P99 > 10 s below 5 replicas)
     db-down / pool exhausted   database errors;  slow-queries / redis-slow  added latency
+    dns-* / smtp-down          what the nameserver answers for the API host; the mail server
+                               refuses (`sandbox.dns_server`, `sandbox.smtp_sink`)
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ FAULTS = (
     "redis-slow",
     "complete-outage",
     "high-load",
+    "dns-nxdomain",  # the API host's DNS (`sandbox.dns_server`)
+    "dns-servfail",
+    "dns-noanswer",
+    "dns-timeout",
+    "smtp-down",  # the mail server refuses connections (`sandbox.smtp_sink`)
 )
 INTEGRATION_TARGETS = ("shopify", "gorgias")
 
@@ -93,7 +100,11 @@ class Platform:
         self.faults: dict[str, Fault] = {}
         self.wire = WireFaults()  # faults on a vendor API's wire (`sandbox.wire`)
         self.journal: list[dict[str, Any]] = []
-        self.sinks: dict[str, list[dict[str, Any]]] = {"slack": [], "pagerduty": []}
+        self.sinks: dict[str, list[dict[str, Any]]] = {
+            "slack": [],
+            "pagerduty": [],
+            "email": [],
+        }
         self.logs: deque[dict[str, Any]] = deque(maxlen=5000)
         self.http_logs: deque[dict[str, Any]] = deque(maxlen=5000)
         self.runs: deque[dict[str, Any]] = deque(maxlen=60000)

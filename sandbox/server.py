@@ -5,6 +5,7 @@
                  /control (state, inject, clear, journal, sinks, shutdown)
     aws port     the RDS layer in front of moto (moto itself listens on a private port)
     pg / redis   TCP proxies the API's database and Redis traffic goes through
+    dns / smtp   the API host's nameserver (UDP+TCP) and the mail server (STARTTLS, AUTH)
 
 Run as `python -m sandbox.server CONFIG.json`; when everything answers it writes
 `ready.json` (pid, env) next to the config. SIGTERM or `POST /control/shutdown` stop it cleanly:
@@ -29,26 +30,34 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from sandbox.appdb import prepare
 from sandbox.behaviour import seed_history
-from sandbox.environment import SECRETS, STATUSPAGE_PAGE_ID, client_env, extra_env
+from sandbox.certs import make_certificates
+from sandbox.control import ControlEndpoints
+from sandbox.dns_server import DnsServer
+from sandbox.environment import (
+    API_HOST,
+    SECRETS,
+    SMTP_USERNAME,
+    STATUSPAGE_PAGE_ID,
+    client_env,
+    extra_env,
+)
 from sandbox.langsmith import LangSmithApi
 from sandbox.local import embedded
 from sandbox.openai_admin import OpenAiAdmin, OpenAiKeys
-from sandbox.platform import FAULTS, INTEGRATION_TARGETS, Platform, now
+from sandbox.platform import Platform, now
 from sandbox.proxy import TcpProxy
 from sandbox.railway import RailwayApi
 from sandbox.rds import RdsFront, create_instance
+from sandbox.smtp_sink import SmtpSink
 from sandbox.statuspage_manage import StatuspageManage
 from sandbox.stores import create_database, drop_database, resolve, where, with_db
 from sandbox.support_api import SupportApi
 from sandbox.vendors import OpenAi, Sinks, StatusPages
-from sandbox.wire import WIRE_FAULTS, WIRE_OPTIONS, arm_from, is_wire
 
 
 def bind(port: int) -> socket.socket:
@@ -64,7 +73,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-class Sandbox:
+class Sandbox(ControlEndpoints):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.data_dir = Path(config["data_dir"])
@@ -139,6 +148,13 @@ class Sandbox:
             langsmith_project,
             platform_config["langsmith_project_id"],
         )
+        self.dns = DnsServer(p, ports["dns"], API_HOST)
+        certificates = make_certificates(self.data_dir)
+        self.smtp = SmtpSink(
+            p, ports["smtp"], SMTP_USERNAME, SECRETS["smtp_password"], certificates
+        )
+        await self.dns.start()
+        await self.smtp.start()
         self.env = client_env(
             ports,
             api_db=api_db,
@@ -148,6 +164,7 @@ class Sandbox:
             langsmith_project=langsmith_project,
             primary_model=p.primary_model,
             fallback_model=p.fallback_model,
+            smtp_ca_file=str(certificates.ca_file),
         )
         self.extra_env = extra_env(ports)
         await self.api.start()
@@ -215,6 +232,7 @@ class Sandbox:
                     manage.update,
                     methods=["PATCH"],
                 ),
+                Route("/statuspage/v1/pages/{page_id}/incidents/{incident_id}", manage.get),
                 Route("/control/state", self.control_state),
                 Route("/control/journal", self.control_journal),
                 Route("/control/sinks/{name}", self.control_sink),
@@ -237,79 +255,9 @@ class Sandbox:
                 "db_pool_max_size": self.api.pool.max_size,
                 "slow_queries": len(self.api.slow.conns),
                 "proxies": {"postgres": self.pg_proxy.mode, "redis": self.redis_proxy.mode},
+                "dns_queries": self.dns.resolver.queries,
             }
         )
-
-    async def control_state(self, request: Request) -> JSONResponse:
-        return self.control_ok()
-
-    def control_ok(self) -> JSONResponse:
-        return JSONResponse(self.state())
-
-    async def control_journal(self, request: Request) -> JSONResponse:
-        return JSONResponse(self.platform.journal)
-
-    async def control_sink(self, request: Request) -> JSONResponse:
-        name = request.path_params["name"]
-        if name not in self.platform.sinks:
-            return JSONResponse(
-                {"error": f"unknown sink {name!r}; known: {', '.join(self.platform.sinks)}"}, 404
-            )
-        return JSONResponse(self.platform.sinks[name])
-
-    async def control_inject(self, request: Request) -> JSONResponse:
-        try:
-            body = json.loads(await request.body())
-            if not isinstance(body, dict):
-                raise ValueError("body must be a JSON object")
-        except ValueError as exc:
-            return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
-        fault, seconds, target = body.get("fault"), body.get("seconds"), body.get("target")
-        if is_wire(fault) or set(WIRE_OPTIONS) & set(body):
-            refused = arm_from(self.platform.wire, fault, body)
-            return JSONResponse({"error": refused}, 422) if refused else self.control_ok()
-        if fault not in FAULTS:
-            known = ", ".join((*FAULTS, *WIRE_FAULTS))
-            return JSONResponse({"error": f"unknown fault {fault!r}; known: {known}"}, 422)
-        if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
-            return JSONResponse({"error": "seconds must be a positive number"}, 422)
-        if target is not None and (
-            fault != "integration-outage" or target not in INTEGRATION_TARGETS
-        ):
-            return JSONResponse(
-                {"error": "target applies to integration-outage only: shopify or gorgias"}, 422
-            )
-        if self.platform.active(fault):
-            self.platform.clear(fault)
-            await asyncio.sleep(0.05)
-        self.platform.inject(fault, seconds, target)
-        await self.api.apply(fault)
-        return JSONResponse(self.state())
-
-    async def control_clear(self, request: Request) -> JSONResponse:
-        raw = await request.body()
-        fault = None
-        if raw.strip():
-            try:
-                body = json.loads(raw)
-                fault = body.get("fault") if isinstance(body, dict) else None
-            except ValueError as exc:
-                return JSONResponse({"error": f"malformed JSON: {exc}"}, 400)
-            if fault is not None and fault not in FAULTS and not is_wire(fault):
-                return JSONResponse({"error": f"unknown fault {fault!r}"}, 422)
-        cleared = self.platform.clear(fault)
-        await asyncio.sleep(0.1)  # let undo tasks run
-        return JSONResponse({"cleared": cleared, **self.state()})
-
-    async def control_reset(self, request: Request) -> JSONResponse:
-        cleared = self.platform.reset()
-        await asyncio.sleep(0.1)
-        return JSONResponse({"cleared": cleared, **self.state()})
-
-    async def control_shutdown(self, request: Request) -> JSONResponse:
-        if self.server is not None:
-            self.server.should_exit = True
-        return JSONResponse({"stopping": True})
 
     # -- run / stop -----------------------------------------------------------------------------
     async def serve(self, ready_file: Path | None) -> None:
@@ -362,9 +310,10 @@ class Sandbox:
         if hasattr(self, "api"):
             with contextlib.suppress(Exception):
                 await self.api.stop()
-        for proxy in (getattr(self, "pg_proxy", None), getattr(self, "redis_proxy", None)):
-            if proxy is not None:
-                await proxy.stop()
+        for part in ("pg_proxy", "redis_proxy", "dns", "smtp"):
+            if hasattr(self, part):
+                with contextlib.suppress(Exception):  # the database is dropped regardless
+                    await getattr(self, part).stop()
         if self.moto is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.moto.stop)

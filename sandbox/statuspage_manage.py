@@ -1,7 +1,7 @@
 """Our own customer status page: the Statuspage manage API (`api.statuspage.io/v1`).
 
 `POST /statuspage/v1/pages/{page_id}/incidents` (realtime incident, or a scheduled maintenance
-with `status: "scheduled"`), `PATCH …/incidents/{id}`, `GET …/incidents`. Auth
+with `status: "scheduled"`), `PATCH …/incidents/{id}`, `GET …/incidents[/{id}]`. Auth
 `Authorization: OAuth <key>`; one request per second per key (429 + Retry-After), errors
 `{"message": …}` as the real API answers. Every accepted write is recorded in the sink
 `statuspage`, so tests can read what customers were told, and journaled as a mutation (a dry run
@@ -114,6 +114,14 @@ class StatuspageManage:
             return incident
         found.update(incident, updated_at=iso(now()))
         self._record("update", found)
+        return JSONResponse(found)
+
+    async def get(self, request: Request) -> JSONResponse:
+        if denied := self._guard(request):
+            return denied
+        found = self.incidents.get(request.path_params["incident_id"])
+        if found is None:
+            return JSONResponse({"message": "Incident not found"}, status_code=404)
         return JSONResponse(found)
 
     async def list(self, request: Request) -> JSONResponse:

@@ -116,7 +116,7 @@ def platform_env(
 
     handle = sandbox_platform
     handle.reset()  # type: ignore[attr-defined]
-    for key, value in handle.env.items():  # type: ignore[attr-defined]
+    for key, value in {**handle.env, **handle.extra_env}.items():  # type: ignore[attr-defined]
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("RUNBOOK_OPS_DATABASE_URL", pg_url)
     monkeypatch.setenv("RUNBOOK_APPROVERS", "alice,bob")

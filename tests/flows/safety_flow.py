@@ -35,6 +35,7 @@ async def safety_rollback(
     lose_first_response: bool = False,
     slow_response_s: float = 0.0,
     requested_by: str | None = None,
+    break_glass: bool = False,
 ) -> dict[str, Any]:
     """Roll back the live deployment to the last known good one, safely."""
     policy, railway = await Policy.resolve(), await Railway.resolve()
@@ -52,6 +53,7 @@ async def safety_rollback(
         evidence={"error_rate_pct": 12.5, "bad_deployment": bad_id},
         two_person=two_person,
         requested_by=requested_by,
+        break_glass=break_glass,
     )
     attempts = {"n": 0}
 

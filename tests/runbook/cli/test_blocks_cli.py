@@ -9,8 +9,8 @@ import sys
 import pytest
 from pydantic import SecretStr
 
-from blocks import ALL_BLOCKS, Railway, Slack
-from runbook.settings import get_settings
+from blocks import ALL_BLOCKS, Contacts, CustomerStatusPage, Railway, Slack
+from runbook.settings import Settings, get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -60,6 +60,42 @@ def test_blocks_register_and_configure_from_env_then_flows_load_them(
 
 async def _resolve() -> tuple[Railway, Slack]:
     return await Railway.resolve(), await Slack.resolve()
+
+
+def test_configure_from_env_saves_contacts_and_status_page_that_load_back_equal(
+    prefect_server: str,
+) -> None:
+    key = "sp-cli-test-Vb72nQ"
+    components = '{"API": "cmp-api", "Widget": "cmp-widget"}'
+    env = {
+        "PREFECT_API_URL": f"{prefect_server}/api",
+        "RUNBOOK_EMAIL_TO": "oncall@corp.test",
+        "RUNBOOK_STATUSPAGE_URL": "https://sp.test/v1",
+        "RUNBOOK_STATUSPAGE_API_KEY": key,
+        "RUNBOOK_STATUSPAGE_PAGE_ID": "pg-cli",
+        "RUNBOOK_STATUSPAGE_COMPONENTS": components,
+    }
+    configured = cli("configure", "--from-env", "--name", "contacts-rt", env=env)
+    assert configured.returncode == 0, configured.stderr
+    assert "runbook-contacts/contacts-rt" in configured.stdout
+    assert key not in configured.stdout + configured.stderr
+
+    import asyncio
+
+    contacts, page = asyncio.run(_load("contacts-rt"))
+    expected = Contacts.from_settings(Settings(email_to="oncall@corp.test"))
+    assert contacts.contacts == expected.contacts
+    assert contacts.alert_channels == expected.alert_channels
+    email = contacts.channel("email")
+    assert email is not None and email.address == "oncall@corp.test"
+    assert contacts.contact_for("Railway Support").address == "https://discord.gg/railway"
+    assert (page.url, page.page_id) == ("https://sp.test/v1", "pg-cli")
+    assert page.components == {"API": "cmp-api", "Widget": "cmp-widget"}
+    assert page.api_key.get_secret_value() == key
+
+
+async def _load(name: str) -> tuple[Contacts, CustomerStatusPage]:
+    return await Contacts.aload(name), await CustomerStatusPage.aload(name)
 
 
 def test_blocks_commands_without_a_prefect_api_say_so(tmp_path: object) -> None:
