@@ -13,9 +13,10 @@ from typing import Any
 
 from blocks.railway import Railway
 from blocks.rds import Rds
+from blocks.statuspage import CustomerStatusPage
 from runbook.errors import ConfigurationError, PermanentError
 from runbook.plan import MODEL_VARIABLE, POOL_VARIABLE, QUEUE_VARIABLE, ActionName
-from tasks import railway, rds
+from tasks import railway, rds, statuspage
 
 Params = dict[str, Any]
 
@@ -26,11 +27,17 @@ class Platform:
 
     railway: Railway
     rds: Rds | None = None
+    status_page: CustomerStatusPage | None = None
 
     def need_rds(self) -> Rds:
         if self.rds is None:
             raise ConfigurationError("this act needs the RDS block")
         return self.rds
+
+    def need_status_page(self) -> CustomerStatusPage:
+        if self.status_page is None or not self.status_page.page_id:
+            raise ConfigurationError("the customer status page is not configured")
+        return self.status_page
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,32 @@ async def _failover(p: Platform, params: Params) -> dict[str, Any]:
     return (await rds.failover_db(p.need_rds())).model_dump()
 
 
+async def _open_status(p: Platform, params: Params) -> dict[str, Any]:
+    page = p.need_status_page()
+    components: dict[str, Any] = dict.fromkeys(page.components, "major_outage")
+    incident = await statuspage.create_incident(
+        page, str(params["name"]), str(params["body"]), components=components
+    )
+    return {"status_incident": incident.id, "name": incident.name}
+
+
+async def _status_opened(p: Platform, params: Params) -> bool:
+    found = await statuspage.list_incidents(p.need_status_page(), name=params["name"])
+    return any(i.status != "resolved" for i in found)
+
+
+async def _resolve_status(p: Platform, params: Params) -> dict[str, Any]:
+    incident = await statuspage.resolve_incident(
+        p.need_status_page(), params["status_incident"], params["body"]
+    )
+    return {"status_incident": incident.id, "status": incident.status}
+
+
+async def _status_resolved(p: Platform, params: Params) -> bool:
+    incident = await statuspage.get_incident(p.need_status_page(), params["status_incident"])
+    return incident.status == "resolved"
+
+
 EXECUTORS: dict[ActionName, Executor] = {
     ActionName.SWITCH_MODEL: _variable(MODEL_VARIABLE),
     ActionName.RESTORE_MODEL: _variable(MODEL_VARIABLE),
@@ -94,6 +127,8 @@ EXECUTORS: dict[ActionName, Executor] = {
     ActionName.ROLLBACK_DEPLOYMENT: Executor(act=_rollback, reconcile=_rolled_back),
     ActionName.REDEPLOY_SERVICE: Executor(act=_redeploy),
     ActionName.FAILOVER_DB: Executor(act=_failover),
+    ActionName.OPEN_STATUS_INCIDENT: Executor(act=_open_status, reconcile=_status_opened),
+    ActionName.RESOLVE_STATUS_INCIDENT: Executor(act=_resolve_status, reconcile=_status_resolved),
 }
 
 
@@ -114,6 +149,8 @@ _DONE = {
     ActionName.ROLLBACK_DEPLOYMENT: "rolled back to {deployment_id}",
     ActionName.REDEPLOY_SERVICE: "API redeployed to reset its connections",
     ActionName.FAILOVER_DB: "RDS {instance} failed over to its standby",
+    ActionName.OPEN_STATUS_INCIDENT: "customers told on the status page: {name}",
+    ActionName.RESOLVE_STATUS_INCIDENT: "status page incident resolved",
 }
 
 

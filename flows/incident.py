@@ -237,6 +237,7 @@ class IncidentRun:
         still_needed: StillNeeded | None = None,
         window_s: float = 90.0,
         settle_s: float = 10.0,
+        when_verified: Callable[[], Awaitable[None]] | None = None,
     ) -> RemediationResult:
         """Perform a decided act, verify it, undo it if it did not help, finish."""
         act, reconcile, undo = self._calls(spec, platform)
@@ -252,6 +253,7 @@ class IncidentRun:
             undo=undo,
             window_s=window_s,
             settle_s=settle_s,
+            when_verified=when_verified,
         )
 
     async def remediate(
@@ -268,6 +270,7 @@ class IncidentRun:
         undo: Undo | None = None,
         window_s: float = 90.0,
         settle_s: float = 10.0,
+        when_verified: Callable[[], Awaitable[None]] | None = None,
     ) -> RemediationResult:
         """Act safely, then verify on what happens *after* the act (undo + escalate if it does
         not help), then finish. `verify(acted_at)` gets the event-loop time of the act."""
@@ -297,6 +300,8 @@ class IncidentRun:
             window_s=window_s,
             interval_s=5.0,
         )
+        if checked.verified and when_verified is not None:
+            await when_verified()  # e.g. §5 resolves the status page before the summary
         return await self.finish(
             decision, why, verified=checked.verified, summary=f"{describe}; {checked.detail}"
         )

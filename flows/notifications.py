@@ -15,11 +15,13 @@ from typing import Any
 
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
+from blocks.email import Email
 from blocks.pagerduty import PagerDuty
 from blocks.slack import Slack
 from runbook import notify_queue, opsdb
 from runbook.errors import RunbookError
 from runbook.notify_queue import Notice
+from tasks.email import send_email
 from tasks.notify import resolve_pagerduty, send_pagerduty_event, send_slack
 
 _log = logging.getLogger("runbook.notifications")
@@ -47,6 +49,12 @@ async def _send(notice: Notice) -> None:
         slack = await Slack.resolve()
         call = send_slack if _in_run() else send_slack.fn
         await call(slack, notice.body)
+        return
+    if notice.channel == "email":
+        email = await Email.resolve()
+        mail = send_email if _in_run() else send_email.fn
+        subject = str(notice.details.get("subject") or notice.body.splitlines()[0][:120])
+        await mail(email, subject, notice.body)
         return
     pagerduty = await PagerDuty.resolve()
     details = dict(notice.details)
@@ -158,6 +166,15 @@ async def page_failed_run(flow: Any, flow_run: Any, state: Any) -> None:
             "last_step": last_step,
         },
     )
+
+
+async def notify_email(subject: str, body: str) -> bool:
+    """Mail the ops mailbox (runbook "Alert Channels": ops@example.com) through the outbox; False
+    when it did not go now (or email is not configured: then it is logged, not retried)."""
+    if not (await Email.resolve()).configured:
+        _logger().info("email not configured (RUNBOOK_SMTP_HOST): %s", subject)
+        return False
+    return await _queue_and_send("email", body, {"subject": subject})
 
 
 async def resolve_page(incident_id: str) -> bool:

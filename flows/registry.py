@@ -12,6 +12,7 @@ FLOWS: dict[str, str] = {
     "high-latency": "flows.high_latency:high_latency",
     "llm-provider": "flows.llm_provider:llm_provider",
     "database-connections": "flows.database_connections:database_connections",
+    "complete-outage": "flows.complete_outage:complete_outage",
 }
 
 

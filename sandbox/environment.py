@@ -91,6 +91,9 @@ def extra_env(ports: dict[str, int]) -> dict[str, str]:
     return {
         "RUNBOOK_STATUSPAGE_URL": f"http://127.0.0.1:{ports['fakes']}/statuspage/v1",
         "RUNBOOK_STATUSPAGE_API_KEY": SECRETS["statuspage_api_key"],
+        "RUNBOOK_STATUSPAGE_COMPONENTS": json.dumps(
+            {"Support assistant": "cmp-assistant", "Chat widget": "cmp-widget"}
+        ),
         "RUNBOOK_STATUSPAGE_PAGE_ID": STATUSPAGE_PAGE_ID,
         "RUNBOOK_OPENAI_ADMIN_URL": f"http://127.0.0.1:{ports['fakes']}/openai/v1",
         "RUNBOOK_OPENAI_ADMIN_KEY": SECRETS["openai_admin_key"],

@@ -61,6 +61,7 @@ class Stack:
         self.intake_url = f"http://127.0.0.1:{port}"
         self.env = {
             **self.sandbox.env,
+            **self.sandbox.extra_env,  # our customer status page, the OpenAI admin API
             "PREFECT_API_URL": self.server.api_url,
             "PREFECT_HOME": str(self.home / "prefect-client"),
             "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -72,10 +73,11 @@ class Stack:
             "RUNBOOK_INTAKE_URL": self.intake_url,
             "RUNBOOK_GENERIC_SECRET": secrets.token_hex(16),
             "RUNBOOK_DEMO": "1",
-            "RUNBOOK_APPROVERS": "oncall",
-            # oncall's own channel for one-time codes (the sandbox's Slack fake)
+            # two approvers (the outage rollback needs two people); each one's own channel for
+            # one-time codes is the sandbox's Slack fake
+            "RUNBOOK_APPROVERS": "oncall,lead",
             "RUNBOOK_APPROVER_WEBHOOKS": json.dumps(
-                {"oncall": self.sandbox.env["RUNBOOK_SLACK_WEBHOOK_URL"]}
+                dict.fromkeys(("oncall", "lead"), self.sandbox.env["RUNBOOK_SLACK_WEBHOOK_URL"])
             ),
             "RUNBOOK_APPROVAL_SECRET": secrets.token_hex(32),
             # a game day acts on one target many times an hour, and restores the primary model

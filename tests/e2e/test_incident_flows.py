@@ -278,3 +278,125 @@ async def test_critical_health_check_opens_one_incident_through_the_intake(stack
         ).fetchall()
     assert len(rows) == 1, rows
     assert rows[0][1] == 2, "both runs' alerts reached the one incident"
+
+
+OUTAGE = Scenario(
+    name="complete-outage",
+    fault="complete-outage",
+    alert="CompleteOutage",
+    summary="All health checks failing",
+    flow="complete-outage",
+    decision="rollback",
+    action="rollback_deployment",
+    approval=True,
+)
+
+
+async def post_alert(st: Stack, s: Scenario, status: str = "firing") -> str:
+    """A real Alertmanager delivery to the intake; returns the incident it opened (or closed:
+    one fingerprint per scenario, so "resolved" closes what "firing" opened)."""
+    fingerprint = f"e2e-{s.name}"
+    payload = alertmanager_payload(s, status, datetime.now(UTC), fingerprint)
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{st.intake_url}/alerts/alertmanager",
+            json=payload,
+            headers={"Authorization": f"Bearer {st.alert_token}"},
+        )
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["route"] == s.flow, body
+    return str(body["incident"])
+
+
+async def approve_when_asked(st: Stack, incident: str, approver: str) -> str:
+    """Wait until the incident's run waits for `approver`'s code, then approve with the CLI."""
+    for _ in range(360):
+        gate = await _waiting_gate(incident)
+        code = _code(st.sandbox, approver, gate) if gate else None
+        if gate and code:
+            done = runbook_cli(
+                "approve", gate, "--approver", approver, "--code", code, "--reason", "outage"
+            )
+            if done.returncode == 0:
+                return gate
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"{approver} was never asked to approve {incident}")
+
+
+async def finished(incident: str) -> list[dict[str, Any]]:
+    for _ in range(480):
+        events = await _events(incident, 0)
+        if any(e["kind"] == "finished" for e in events):
+            return events
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"incident {incident} never finished")
+
+
+async def test_complete_outage_after_a_bad_deploy_rolls_back_after_two_approvers(
+    stack: Stack,
+) -> None:
+    """§5 through the intake: customers told, nothing before the second approver, the
+    emergency rollback, health back, status page and PagerDuty resolved."""
+    sb = stack.sandbox
+    sb.reset()
+    sb.inject("complete-outage")
+    before = journal_ops(stack, "deploymentRollback")
+    pages_before, status_before = len(sb.sink("pagerduty")), len(sb.sink("statuspage"))
+    incident = await post_alert(stack, OUTAGE)
+    await approve_when_asked(stack, incident, "oncall")
+    created = [e for e in sb.sink("statuspage")[status_before:] if e["action"] == "create"]
+    assert len(created) == 1, "customers told once, even across the reruns"
+    for _ in range(20):  # the run reruns and asks the second person; nothing happens meanwhile
+        await asyncio.sleep(0.5)
+        assert journal_ops(stack, "deploymentRollback") == before, "one approver is not enough"
+    await approve_when_asked(stack, incident, "lead")
+    events = await finished(incident)
+    summaries = " ".join(e["summary"] for e in events)
+    assert journal_ops(stack, "deploymentRollback") == before + 1
+    assert "approved by oncall, lead" in summaries
+    assert [e["kind"] for e in events if e["kind"] == "finished"], summaries
+    final = [e["summary"] for e in events if e["kind"] == "finished"][-1]
+    assert final.startswith("rollback (verified)"), final
+    updates = [e for e in sb.sink("statuspage")[status_before:] if e.get("status") == "resolved"]
+    assert updates, "the status page incident was resolved"
+    assert updates[-1]["components"] == {
+        "cmp-assistant": "operational",
+        "cmp-widget": "operational",
+    }, "components back to operational"
+    pd = sb.sink("pagerduty")[pages_before:]
+    triggers = [p for p in pd if p["event_action"] == "trigger" and p["dedup_key"] == incident]
+    assert triggers and triggers[0]["payload"]["severity"] == "critical"
+    assert any(p["event_action"] == "resolve" and p["dedup_key"] == incident for p in pd)
+    await post_alert(stack, OUTAGE, "resolved")  # Alertmanager sees it fixed: closes it
+    sb.reset()
+
+
+@pytest.mark.parametrize("dns_fault", ["dns-nxdomain", "dns-servfail"])
+async def test_complete_outage_from_dns_changes_nothing_and_escalates_to_railway_support(
+    stack: Stack, dns_fault: str
+) -> None:
+    sb = stack.sandbox
+    sb.reset()
+    sb.inject("complete-outage")
+    sb.inject(dns_fault)
+    journal_before = len(sb.journal())
+    pages_before, mail_before = len(sb.sink("pagerduty")), len(sb.sink("email"))
+    status_before = len(sb.sink("statuspage"))
+    incident = await post_alert(stack, OUTAGE)
+    events = await finished(incident)
+    decided = [e["summary"] for e in events if e["kind"] == "decided"]
+    assert decided and decided[-1].startswith("dns-failure → escalate"), decided
+    platform = [e for e in sb.journal()[journal_before:] if e["system"] != "statuspage"]
+    assert platform == [], "no platform mutation (only the customer status page)"
+    assert [e for e in sb.sink("statuspage")[status_before:] if e["action"] == "create"]
+    pages = [str(p) for p in sb.sink("pagerduty")[pages_before:]]
+    assert any("Railway" in p for p in pages), "the page names the Railway support contact"
+    mail = sb.sink("email")[mail_before:]
+    assert any("Railway" in m["subject"] and "api.example.com" in m["body"] for m in mail)
+    from sandbox.environment import SECRETS
+
+    for message in mail:
+        assert not any(secret in message["body"] for secret in SECRETS.values())
+    await post_alert(stack, OUTAGE, "resolved")
+    sb.reset()

@@ -8,6 +8,7 @@ from typing import Any, get_args
 
 import pytest
 
+from flows import complete_outage as co
 from flows import database_connections as dc
 from flows import high_error_rate as her
 from flows import high_latency as hl
@@ -20,7 +21,7 @@ from tests.flows.test_decide_incident_flows import errors
 
 pytestmark = pytest.mark.unit
 POLICY = PolicyRules()
-FLOWS = [her, hl, lp, dc]
+FLOWS = [her, hl, lp, dc, co]
 
 
 @pytest.mark.parametrize("module", FLOWS, ids=lambda m: m.__name__)
