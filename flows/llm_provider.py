@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from blocks import AppDatabase, LangSmith, LlmProbe, Railway, StatusPages
 from blocks.policy import Policy
 from flows.acts import Platform, done_text
+from flows.escalation import request_support
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page_failed_run
 from runbook import ledger, opsdb
@@ -292,6 +293,12 @@ async def llm_provider(
     target = f"railway:{rw.service_id}"
     platform = Platform(railway=rw)
 
+    if decision.verdict == "provider-outage" and signals.indicator in {"major", "critical"}:
+        # widespread (OpenAI's own page says so): the runbook says contact OpenAI support
+        line = await request_support(
+            run.incident_id, "openai-support", "OpenAI API outage", decision.why, evidence
+        )
+        await run.escalate(f"LLM provider outage is widespread: {line}")
     if decision.act in ("fallback", "fallback_and_queue"):
         switch, *also = decision.specs
         for change in also:  # queuing first: it only holds requests while the switch lands

@@ -119,6 +119,7 @@ async def page(summary: str, details: dict[str, Any], severity: str = "critical"
     if await _queue_and_send("pagerduty", summary, {**details, "severity": severity}, dedup):
         return True
     await notify(f":rotating_light: PAGE NOT DELIVERED (PagerDuty did not accept it) — {summary}")
+    await notify_email(f"PAGE NOT DELIVERED: {summary[:120]}", summary)
     return False
 
 
