@@ -91,6 +91,35 @@ async def _failover(p: Platform, params: Params) -> dict[str, Any]:
     return (await rds.failover_db(p.need_rds())).model_dump()
 
 
+async def _deploy_commit(p: Platform, params: Params) -> dict[str, Any]:
+    return (await railway.deploy_commit(p.railway, str(params["commit_sha"]))).model_dump()
+
+
+async def _commit_deployed(p: Platform, params: Params) -> bool:
+    now = await railway.get_deployments(p.railway)
+    return any(d.commit == params["commit_sha"] for d in now.items)
+
+
+async def _set_limits(p: Platform, params: Params) -> dict[str, Any]:
+    change = await railway.set_service_limits(
+        p.railway, float(params["vcpus"]), float(params["memory_gb"])
+    )
+    return change.model_dump()
+
+
+async def _modify_class(p: Platform, params: Params) -> dict[str, Any]:
+    change = await rds.modify_db_instance_class(
+        p.need_rds(), str(params["instance_class"]), bool(params.get("apply_immediately", True))
+    )
+    return change.model_dump()
+
+
+async def _class_modified(p: Platform, params: Params) -> bool:
+    instance = await rds.get_db_instance(p.need_rds())
+    wanted = params["instance_class"]
+    return wanted in {instance.instance_class, instance.pending_instance_class}
+
+
 async def _open_status(p: Platform, params: Params) -> dict[str, Any]:
     page = p.need_status_page()
     components: dict[str, Any] = dict.fromkeys(page.components, "major_outage")
@@ -127,6 +156,9 @@ EXECUTORS: dict[ActionName, Executor] = {
     ActionName.ROLLBACK_DEPLOYMENT: Executor(act=_rollback, reconcile=_rolled_back),
     ActionName.REDEPLOY_SERVICE: Executor(act=_redeploy),
     ActionName.FAILOVER_DB: Executor(act=_failover),
+    ActionName.DEPLOY_COMMIT: Executor(act=_deploy_commit, reconcile=_commit_deployed),
+    ActionName.SET_SERVICE_LIMITS: Executor(act=_set_limits),
+    ActionName.MODIFY_DB_INSTANCE_CLASS: Executor(act=_modify_class, reconcile=_class_modified),
     ActionName.OPEN_STATUS_INCIDENT: Executor(act=_open_status, reconcile=_status_opened),
     ActionName.RESOLVE_STATUS_INCIDENT: Executor(act=_resolve_status, reconcile=_status_resolved),
 }
@@ -149,6 +181,9 @@ _DONE = {
     ActionName.ROLLBACK_DEPLOYMENT: "rolled back to {deployment_id}",
     ActionName.REDEPLOY_SERVICE: "API redeployed to reset its connections",
     ActionName.FAILOVER_DB: "RDS {instance} failed over to its standby",
+    ActionName.DEPLOY_COMMIT: "deployed commit {commit_sha}",
+    ActionName.SET_SERVICE_LIMITS: "limits set to {vcpus} vCPU, {memory_gb} GB per replica",
+    ActionName.MODIFY_DB_INSTANCE_CLASS: "RDS instance class → {instance_class}",
     ActionName.OPEN_STATUS_INCIDENT: "customers told on the status page: {name}",
     ActionName.RESOLVE_STATUS_INCIDENT: "status page incident resolved",
 }

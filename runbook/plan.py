@@ -33,6 +33,9 @@ class ActionName(StrEnum):
     RESOLVE_STATUS_INCIDENT = "resolve_status_incident"
     REDEPLOY_SERVICE = "redeploy_service"
     FAILOVER_DB = "failover_db"
+    DEPLOY_COMMIT = "deploy_commit"  # Deployment Procedures: manual deploy
+    SET_SERVICE_LIMITS = "set_service_limits"  # Scaling: vertical (it redeploys)
+    MODIFY_DB_INSTANCE_CLASS = "modify_db_instance_class"  # Scaling: RDS resize
 
 
 class ActSpec(BaseModel):

@@ -56,6 +56,8 @@ def _default_action_classes() -> dict[str, str]:
         "enable_request_queue": "safe",
         "disable_request_queue": "safe",
         "open_status_incident": "safe",
+        "deploy_commit": "destructive",
+        "set_service_limits": "destructive",
         "resolve_status_incident": "safe",
         "scale_replicas": "safe",
         "set_pool_size": "safe",
@@ -67,6 +69,21 @@ def _default_action_classes() -> dict[str, str]:
         "disable_api_key": "destructive",
         "revoke_api_key": "destructive",
         "migration_downgrade": "destructive",
+    }
+
+
+def _default_instance_prices() -> dict[str, float]:
+    """On-demand USD per hour, PostgreSQL single-AZ, us-east-1 (ours; edit in the block)."""
+    return {
+        "db.t3.micro": 0.018,
+        "db.t3.small": 0.036,
+        "db.t3.medium": 0.072,
+        "db.t3.large": 0.145,
+        "db.m5.large": 0.178,
+        "db.m5.xlarge": 0.356,
+        "db.m5.2xlarge": 0.712,
+        "db.r5.large": 0.25,
+        "db.r5.xlarge": 0.50,
     }
 
 
@@ -165,6 +182,12 @@ class PolicyRules(BaseModel):
     break_glass_after_s: int | None = Field(
         None, ge=60, le=86_400, description="None: as the environment says"
     )
+    instance_hourly_usd: dict[str, float] = Field(
+        default_factory=_default_instance_prices,
+        description="RDS instance class -> USD per hour (the resize form shows the difference)",
+    )
+    max_vcpus: float = Field(8.0, gt=0, le=64, description="vertical scaling cap per replica")
+    max_memory_gb: float = Field(16.0, gt=0, le=256, description="vertical scaling cap")
     action_classes: dict[str, str] = Field(default_factory=_default_action_classes)
     approval_required_for: list[str] = Field(default_factory=lambda: ["destructive"])
     auto_approve: bool = Field(

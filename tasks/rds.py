@@ -144,14 +144,17 @@ async def get_db_instance(rds: Rds) -> DbInstance:
 
 
 @task(name="modify-db-instance-class", retries=0)
-async def modify_db_instance_class(rds: Rds, instance_class: str) -> RdsChange:
-    """`aws rds modify-db-instance --db-instance-class … --apply-immediately`."""
+async def modify_db_instance_class(
+    rds: Rds, instance_class: str, apply_immediately: bool = True
+) -> RdsChange:
+    """`aws rds modify-db-instance --db-instance-class … [--apply-immediately]` (without it the
+    change waits, pending, for the next maintenance window)."""
     answer = await _call(
         rds,
         lambda c: c.modify_db_instance(
             DBInstanceIdentifier=rds.instance_id,
             DBInstanceClass=instance_class,
-            ApplyImmediately=True,
+            ApplyImmediately=apply_immediately,
         ),
         mutation=True,
     )
