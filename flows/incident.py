@@ -10,12 +10,15 @@ return await ctx.finish(verified=True, summary="…")   # artifact + Slack + res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prefect import get_run_logger
 from prefect.context import FlowRunContext
+from prefect.exceptions import MissingContextError
 from pydantic import BaseModel
 
 from blocks.policy import Policy
@@ -133,13 +136,21 @@ class IncidentRun:
         why = "the incident was resolved before the flow started"
         return await self.finish("none", why, verified=None, summary=why + "; nothing done.")
 
+    def _log(self, kind: str, summary: str) -> None:
+        """The same story in the run's Logs tab (INFO): seen, decided, waiting, done, verified."""
+        with contextlib.suppress(MissingContextError):
+            get_run_logger().info("%s: %s", kind, summary)
+
     async def seen(self, summary: str, **detail: object) -> None:
+        self._log("seen", summary)
         await timeline.note(self.incident_id, "seen", summary, **detail)
 
     async def decided(self, decision: str, why: str) -> None:
+        self._log("decided", f"{decision}: {why}")
         await timeline.note(self.incident_id, "decided", f"{decision}: {why}")
 
     async def note(self, kind: str, summary: str) -> None:
+        self._log(kind, summary)
         await timeline.note(self.incident_id, kind, summary)
 
     def request(self, action: str, target: str, **fields: Any) -> ActionRequest:

@@ -24,6 +24,7 @@ from runbook.cli.output import (
     console,
     err_console,
     fail,
+    need_prefect_api,
 )
 from runbook.domain import HealthReport, Status
 
@@ -127,6 +128,7 @@ def run(
     from flows.registry import load_flow
     from runbook.settings import get_settings
 
+    need_prefect_api(f"runbook run {flow_name}")
     os.environ["RUNBOOK_REQUESTED_BY"] = requested_by.strip() or getpass.getuser()
     get_settings.cache_clear()
 

@@ -110,8 +110,9 @@ def approve(
     code: str = typer.Option("", "--code", help="the one-time code sent to you"),
 ) -> None:
     """Approve a waiting destructive action."""
-    from runbook.cli.output import fail
+    from runbook.cli.output import fail, need_prefect_api
 
+    need_prefect_api("runbook approve")
     payload: dict[str, Any] = {"approve": True, "approver": approver, "reason": reason}
     if code:  # only a coded form has the field (Prefect refuses unknown ones)
         payload["code"] = code
@@ -128,8 +129,9 @@ def reject(
     approver: str = typer.Option("", "--approver", help="your name (default: your login)"),
 ) -> None:
     """Reject a waiting destructive action: nothing is changed and the incident escalates."""
-    from runbook.cli.output import fail
+    from runbook.cli.output import fail, need_prefect_api
 
+    need_prefect_api("runbook reject")
     name = approver or getpass.getuser()
     payload: dict[str, Any] = {"approve": False, "approver": name, "reason": reason}
     try:

@@ -282,8 +282,8 @@ async def run_scenario(
             link = f"{stack.server.url}/v2/runs/flow-run/{gate}" if stack.server else gate
             say(
                 f"  [yellow]approval needed[/]: open {link} → Resume, approver [bold]oncall[/],"
-                f" code [bold]{code}[/]  (or: runbook approve {gate} --approver oncall "
-                f"--code {code} --reason ...)"
+                f" code [bold]{code}[/]  (or, in another shell: . {stack.home}/demo.env &&"
+                f" runbook approve {gate} --approver oncall --code {code} --reason 'bad deploy')"
             )
             if auto_approve and code:
                 await asyncio.sleep(2)  # let a watching human see the request first

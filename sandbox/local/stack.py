@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -91,15 +92,23 @@ class Stack:
             "RUNBOOK_INTAKE_COOLDOWN_S": "0",
         }
         os.environ.update(self.env)
+        # another shell can use this stack: `. <home>/demo.env` (the printed approve line does)
+        keep = ("PREFECT_API_URL", "RUNBOOK_OPS_DATABASE_URL", "RUNBOOK_HOME")
+        (self.home / "demo.env").write_text(
+            "".join(f"export {k}={shlex.quote(self.env[k])}\n" for k in keep)
+        )
         say("starting the alert intake and serving the flows …")
         self.children.append(self._spawn(["intake", "--port", str(port)], "intake.log"))
-        self.children.append(self._spawn(["serve", "--no-schedules"], "serve.log"))
+        # the served runs log their story at INFO: the Prefect UI's Logs tab shows it
+        self.children.append(
+            self._spawn(["serve", "--no-schedules"], "serve.log", PREFECT_LOGGING_LEVEL="INFO")
+        )
         self._wait_ready()
 
-    def _spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log: str, **env: str) -> subprocess.Popen[bytes]:
         """`runbook ARGS` as a child process (the console, not an import of it)."""
         cmd = [sys.executable, "-m", "runbook.cli", *args]
-        return process.spawn(cmd, {**os.environ, **self.env}, self.home / log)
+        return process.spawn(cmd, {**os.environ, **self.env, **env}, self.home / log)
 
     def _wait_ready(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout

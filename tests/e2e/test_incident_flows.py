@@ -400,3 +400,20 @@ async def test_complete_outage_from_dns_changes_nothing_and_escalates_to_railway
         assert not any(secret in message["body"] for secret in SECRETS.values())
     await post_alert(stack, OUTAGE, "resolved")
     sb.reset()
+
+
+def test_the_printed_approve_line_works_in_another_shell(stack: Stack) -> None:
+    """The demo's `. <home>/demo.env && runbook …` line, in a shell that has none of the
+    stack's environment, reaches the running stack."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
+    demo_env = stack.home / "demo.env"
+    assert demo_env.exists()
+    result = subprocess.run(
+        ["bash", "-c", f". {demo_env} && {sys.executable} -m runbook.cli approvals"],
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
