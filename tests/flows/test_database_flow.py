@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 
 import pytest
-from prefect.client.orchestration import get_client
 
 from flows.database_connections import database_connections
 from flows.high_error_rate import high_error_rate
-from runbook import opsdb
 from sandbox.handle import SandboxHandle
-from tests.runbook.test_safety_core import code_from_slack, resume
+from tests.runbook.test_safety_core import code_from_slack, resume, waiting_gate
 
 pytestmark = pytest.mark.integration
 
@@ -37,26 +33,6 @@ async def test_pool_exhaustion_in_high_error_rate_runs_database_subflow(
     assert sb.state()["pool_size"] == 30
 
 
-async def waiting_for(pg_url: str, action: str, timeout: float = 60) -> str:
-    """The paused approval-gate run waiting to approve `action`."""
-    deadline = time.monotonic() + timeout
-    async with await opsdb.connect(pg_url) as conn:
-        while time.monotonic() < deadline:
-            cur = await conn.execute(
-                "SELECT flow_run_id FROM runbook.approvals WHERE action = %s"
-                " AND status = 'waiting' ORDER BY requested_at DESC LIMIT 1",
-                (action,),
-            )
-            row = await cur.fetchone()
-            if row:
-                async with get_client() as client:
-                    run = await client.read_flow_run(uuid.UUID(row[0]))
-                if run.state and run.state.is_paused():
-                    return str(row[0])
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"no approval of {action} ever waited")
-
-
 async def test_database_down_fails_over_once_after_an_approval(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str
 ) -> None:
@@ -67,7 +43,7 @@ async def test_database_down_fails_over_once_after_an_approval(
     await asyncio.sleep(8)
     before = ops(sb, "RebootDBInstance")
     running = asyncio.create_task(database_connections(verify_window_s=45))
-    gate = await waiting_for(pg_url, "failover_db")
+    gate = await waiting_gate(pg_url, action="failover_db")
     await asyncio.sleep(1)
     assert ops(sb, "RebootDBInstance") == before, "no failover before the approval"
     code = code_from_slack(sb, "alice", gate)

@@ -33,15 +33,19 @@ def incident() -> str:
     return f"inc-{uuid.uuid4().hex[:8]}"
 
 
-async def waiting_gate(pg_url: str, incident_id: str, timeout: float = 30) -> str:
-    """The paused approval-gate run id for this incident (waits until it pauses)."""
+async def waiting_gate(
+    pg_url: str, incident_id: str | None = None, timeout: float = 60, action: str | None = None
+) -> str:
+    """The paused approval-gate run waiting for this incident (or this action): waits until it
+    pauses."""
     deadline = time.monotonic() + timeout
+    column, value = ("incident_id", incident_id) if incident_id else ("action", action)
     async with await opsdb.connect(pg_url) as conn:  # migrated, like the flow's own
         while time.monotonic() < deadline:
             cur = await conn.execute(
-                "SELECT flow_run_id FROM runbook.approvals WHERE incident_id = %s"
-                " AND status = 'waiting'",
-                (incident_id,),
+                f"SELECT flow_run_id FROM runbook.approvals WHERE {column} = %s"
+                " AND status = 'waiting' ORDER BY requested_at DESC LIMIT 1",
+                (value,),
             )
             row = await cur.fetchone()
             if row:

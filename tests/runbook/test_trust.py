@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -22,6 +19,7 @@ from runbook.approval import scope
 from runbook.safety import Approval, perform
 from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
+from tests.e2e.test_incident_flows import runbook_cli
 from tests.flows.safety_flow import safety_rollback
 from tests.runbook.test_safety_core import (
     code_from_slack,
@@ -290,16 +288,6 @@ async def test_a_flow_that_fails_mid_run_pages_once_with_its_link(
     failed = [p for p in pages(sb, paged_before) if "llm-provider run" in p]
     assert len(failed) == 1, failed
     assert "/v2/runs/flow-run/" in failed[0] and "Last step" in failed[0]
-
-
-def runbook_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "runbook.cli", *args],
-        env={**os.environ, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 async def test_kill_switch_holds_every_act_pages_and_resume_lets_it_act(
