@@ -13,6 +13,9 @@ FLOWS: dict[str, str] = {
     "llm-provider": "flows.llm_provider:llm_provider",
     "database-connections": "flows.database_connections:database_connections",
     "complete-outage": "flows.complete_outage:complete_outage",
+    "scale-replicas": "flows.scaling:scale_replicas",
+    "scale-vertical": "flows.scaling:scale_vertical",
+    "rds-resize": "flows.rds_resize:rds_resize",
 }
 
 

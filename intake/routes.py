@@ -31,6 +31,9 @@ BUILT_FLOWS = frozenset(
         "llm-provider",
         "database-connections",
         "complete-outage",
+        "scale-replicas",
+        "scale-vertical",
+        "rds-resize",
     }
 )
 # Runbook sections the table already routes to whose flow is not built yet. Their alerts are

@@ -2,10 +2,17 @@
 
 boto3 talks to `RdsFront` (the endpoint in RUNBOOK_AWS_ENDPOINT_URL); it forwards every request
 to a ThreadedMotoServer on another loopback port and rewrites the answer: after
-`ModifyDBInstance(ApplyImmediately=True)` the instance reads `modifying` (with the new class in
-PendingModifiedValues) and after `RebootDBInstance(ForceFailover=True)` `rebooting` (then its
-zones are swapped), for `transition_s` seconds before `available`. A failover also brings the
-database back when `db-down` is active: the standby takes over.
+`ModifyDBInstance(ApplyImmediately=True)` the instance reads `modifying` (still its old class,
+the new one in PendingModifiedValues) and after `RebootDBInstance(ForceFailover=True)`
+`rebooting` (then its zones are swapped), for `transition_s` seconds before `available` (with
+the new class). Without ApplyImmediately (AWS's default) a class change waits for the
+maintenance window: the instance stays `available` in its class and PendingModifiedValues
+shows the new one (the sandbox has no maintenance window: it stays pending). A failover also
+brings the database back when `db-down` is active: the standby takes over. The front owns the
+managed instance's class (moto changes it at once); a sandbox reset restores it.
+
+`DescribeOrderableDBInstanceOptions` for `postgres` (moto knows only Aurora and Neptune) is
+answered here from ORDERABLE_CLASSES, with AWS's Marker/MaxRecords paging.
 
 Every reboot/modify request that reaches it for the managed instance is counted
 (`snapshot()["requests"]`), applied or refused, so a test sees a client that sent one twice.
@@ -21,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
+from xml.sax.saxutils import escape
 
 import httpx
 from starlette.requests import Request
@@ -31,6 +39,22 @@ from sandbox.wire import hold, mark
 
 INSTANCE_CLASS = "db.t3.medium"
 ZONES = ("us-east-1a", "us-east-1b")
+ENGINE_VERSION = "16.3"
+# what AWS offers for RDS PostgreSQL (a subset: the common general-purpose and memory classes)
+ORDERABLE_CLASSES = tuple(
+    f"db.{family}.{size}"
+    for family, sizes in (
+        ("t3", ("micro", "small", "medium", "large", "xlarge", "2xlarge")),
+        ("t4g", ("micro", "small", "medium", "large", "xlarge", "2xlarge")),
+        ("m5", ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge")),
+        ("m6g", ("large", "xlarge", "2xlarge", "4xlarge")),
+        ("m6i", ("large", "xlarge", "2xlarge", "4xlarge")),
+        ("r5", ("large", "xlarge", "2xlarge", "4xlarge")),
+        ("r6g", ("large", "xlarge", "2xlarge", "4xlarge")),
+        ("r6i", ("large", "xlarge", "2xlarge", "4xlarge")),
+    )
+    for size in sizes
+)
 _MUTATIONS = ("RebootDBInstance", "ModifyDBInstance")
 _RDS_FAULTS = ("rds-500-after-apply", "rds-timeout-after-apply")
 
@@ -75,16 +99,27 @@ class RdsFront:
         self.on_failover = on_failover
         self.status = "available"
         self.until = 0.0
-        self.pending_class: str | None = None
+        self.instance_class = INSTANCE_CLASS
+        self.pending_class: str | None = None  # applying now (modifying) or at the window
         self.zones = list(ZONES)
         self.client = httpx.AsyncClient(base_url=moto_url, timeout=30)
         self.received: Counter[str] = Counter()
+        platform.listeners.append(self._on_event)
 
     def _current_status(self) -> str:
         if self.status != "available" and now() >= self.until:
+            if self.status == "modifying" and self.pending_class:
+                self.instance_class, self.pending_class = self.pending_class, None
             self.status = "available"
-            self.pending_class = None
         return self.status
+
+    def _on_event(self, event: str) -> None:
+        """A sandbox reset puts the instance back in its class, with nothing pending."""
+        if event != "reset":
+            return
+        self.instance_class, self.pending_class = INSTANCE_CLASS, None
+        if self.status == "modifying":
+            self.status, self.until = "available", 0.0
 
     def _begin(self, status: str, after: Callable[[], None] | None = None) -> None:
         self.status = status
@@ -115,6 +150,12 @@ class RdsFront:
                 text,
             )
             text = re.sub(
+                r"<DBInstanceClass>[^<]*</DBInstanceClass>",
+                f"<DBInstanceClass>{escape(self.instance_class)}</DBInstanceClass>",
+                text,
+                count=1,
+            )
+            text = re.sub(
                 r"<AvailabilityZone>[^<]*</AvailabilityZone>",
                 f"<AvailabilityZone>{self.zones[0]}</AvailabilityZone>",
                 text,
@@ -131,7 +172,7 @@ class RdsFront:
                     flags=re.S,
                 )
                 extra += (
-                    f"<PendingModifiedValues><DBInstanceClass>{self.pending_class}"
+                    f"<PendingModifiedValues><DBInstanceClass>{escape(self.pending_class)}"
                     "</DBInstanceClass></PendingModifiedValues>"
                 )
             return text.replace("</DBInstance>", extra + "</DBInstance>", 1)
@@ -189,9 +230,15 @@ class RdsFront:
             self.platform.record(
                 "rds", "ModifyDBInstance", {"DBInstanceIdentifier": self.instance_id, **args}
             )
+            wanted = form.get("DBInstanceClass")
+            if wanted and (wanted != self.instance_class or self.pending_class):
+                # AWS's default is the maintenance window; ApplyImmediately applies it (and
+                # anything pending) now
+                self.pending_class = None if wanted == self.instance_class else wanted
             if form.get("ApplyImmediately") == "true":
-                self.pending_class = form.get("DBInstanceClass")
                 self._begin("modifying")
+        elif action == "DescribeOrderableDBInstanceOptions" and form.get("Engine") == "postgres":
+            return self._orderable(form)
         elif action in {"DeleteDBInstance", "PromoteReadReplica", "CreateDBInstance"} and ours:
             self.platform.record("rds", action, {"DBInstanceIdentifier": self.instance_id})
         headers = {
@@ -209,9 +256,44 @@ class RdsFront:
             media_type=upstream.headers.get("content-type", "text/xml"),
         )
 
+    def _orderable(self, form: dict[str, str]) -> Response:
+        """`DescribeOrderableDBInstanceOptions(Engine="postgres", [DBInstanceClass],
+        [EngineVersion], [MaxRecords], [Marker])` as AWS answers it (one engine version)."""
+        wanted = form.get("DBInstanceClass")
+        version = form.get("EngineVersion")
+        classes = [c for c in ORDERABLE_CLASSES if wanted in (None, c)]
+        if version not in (None, ENGINE_VERSION):
+            classes = []
+        try:
+            size = min(max(int(form.get("MaxRecords", "100")), 20), 1000)
+            start = int(form.get("Marker") or "0")
+        except ValueError:
+            return self._error("InvalidParameterValue", "MaxRecords and Marker must be integers")
+        page = classes[start : start + size]
+        options = "".join(
+            "<OrderableDBInstanceOption><Engine>postgres</Engine>"
+            f"<EngineVersion>{ENGINE_VERSION}</EngineVersion>"
+            f"<DBInstanceClass>{c}</DBInstanceClass><LicenseModel>postgresql-license"
+            "</LicenseModel><MultiAZCapable>true</MultiAZCapable><ReadReplicaCapable>true"
+            "</ReadReplicaCapable><Vpc>true</Vpc><StorageType>gp3</StorageType>"
+            "</OrderableDBInstanceOption>"
+            for c in page
+        )
+        marker = f"<Marker>{start + size}</Marker>" if start + size < len(classes) else ""
+        body = (
+            '<DescribeOrderableDBInstanceOptionsResponse xmlns="http://rds.amazonaws.com/doc/'
+            '2014-10-31/"><DescribeOrderableDBInstanceOptionsResult><OrderableDBInstanceOptions>'
+            f"{options}</OrderableDBInstanceOptions>{marker}"
+            "</DescribeOrderableDBInstanceOptionsResult><ResponseMetadata><RequestId>sandbox"
+            "</RequestId></ResponseMetadata></DescribeOrderableDBInstanceOptionsResponse>"
+        )
+        return Response(body, media_type="text/xml")
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "status": self._current_status(),
             "zone": self.zones[0],
+            "instance_class": self.instance_class,
+            "pending_class": self.pending_class,
             "requests": dict(self.received),
         }

@@ -1,7 +1,9 @@
 """AWS RDS, where the platform's Postgres may live (boto3 through `asyncio.to_thread`).
 
-Read: `get_db_instance`. Acts: `modify_db_instance_class` (apply immediately),
-`failover_db` (reboot with ForceFailover; needs Multi-AZ).
+Read: `get_db_instance`, `get_orderable_instance_class` (is a class offered for the engine?),
+`wait_for_db_instance` (a bounded waiter: polls until the instance is `available` with nothing
+pending, with progress logs). Acts: `modify_db_instance_class` (apply immediately, or pending
+until the maintenance window), `failover_db` (reboot with ForceFailover; needs Multi-AZ).
 
 Acts are sent once: their client never retries (`Rds.get_client(mutation=True)`) and a lost
 answer (5xx, read timeout) raises `OutcomeUnknown`; the caller reconciles by describing the
@@ -11,6 +13,8 @@ instance. Only a connection that never opened, or throttling, is retried.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,7 +25,8 @@ from botocore.exceptions import (
     HTTPClientError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
 from blocks.rds import Rds
@@ -59,6 +64,29 @@ class DbInstance(BaseModel):
     pending_instance_class: str | None
     read_replicas: tuple[str, ...]
     endpoint: str | None
+
+
+class OrderableClass(BaseModel):
+    """Whether RDS offers `instance_class` for `engine` (`orderable` None: the API listed no
+    class at all for the engine, so it cannot tell — e.g. an emulator that lacks the data)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance_class: str
+    engine: str
+    orderable: bool | None
+
+
+class DbWait(BaseModel):
+    """How a bounded wait for the instance ended: the last reading, the statuses seen in order,
+    and whether it ran out of time before the instance settled."""
+
+    model_config = ConfigDict(frozen=True)
+
+    instance: DbInstance
+    seen: tuple[str, ...]
+    waited_s: float
+    timed_out: bool
 
 
 class RdsChange(BaseModel):
@@ -141,6 +169,99 @@ async def get_db_instance(rds: Rds) -> DbInstance:
         rds, lambda c: c.describe_db_instances(DBInstanceIdentifier=rds.instance_id)
     )
     return _instance(answer["DBInstances"][0])
+
+
+@task(name="get-orderable-instance-class", retries=0)
+async def get_orderable_instance_class(
+    rds: Rds, instance_class: str, engine: str = "postgres"
+) -> OrderableClass:
+    """`aws rds describe-orderable-db-instance-options --engine postgres --db-instance-class …`:
+    is this class offered for the engine? An empty answer is asked once more without the class,
+    to tell "not offered" from "this endpoint lists nothing for the engine"."""
+
+    def ask(**only: str) -> Any:
+        return lambda c: c.describe_orderable_db_instance_options(
+            Engine=engine, MaxRecords=20, **only
+        )
+
+    found = await _call(rds, ask(DBInstanceClass=instance_class))
+    if found.get("OrderableDBInstanceOptions"):
+        return OrderableClass(instance_class=instance_class, engine=engine, orderable=True)
+    anything = await _call(rds, ask())
+    known = bool(anything.get("OrderableDBInstanceOptions"))
+    return OrderableClass(
+        instance_class=instance_class, engine=engine, orderable=False if known else None
+    )
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    try:
+        return get_run_logger()
+    except MissingContextError:  # called outside a run (`.fn` in a test, a script)
+        return logging.getLogger("runbook.rds")
+
+
+def settled(instance: DbInstance) -> bool:
+    """`available` with nothing pending: a change applied immediately is complete."""
+    return instance.status == "available" and instance.pending_instance_class is None
+
+
+@task(name="wait-for-db-instance", retries=0)
+async def wait_for_db_instance(
+    rds: Rds, timeout_s: float, poll_s: float = 10.0, log_every_s: float = 60.0
+) -> DbWait:
+    """Poll `get_db_instance` until the instance is `available` with nothing pending (e.g.
+    `modifying` → `available` after a class change), at most `timeout_s`. Logs every status
+    change, and the status at least every `log_every_s`. A read that fails transiently is
+    logged and polled again; running out of time is an answer (`timed_out`), not an error."""
+    log = _logger()
+    started = time.monotonic()
+    deadline = started + max(0.0, timeout_s)
+    seen: list[str] = []
+    last_log = started
+    instance: DbInstance | None = None
+    while True:
+        try:
+            instance = await get_db_instance.fn(rds)
+        except TransientError as exc:
+            log.warning("RDS %s not readable (%s); polling again", rds.instance_id, exc)
+        now = time.monotonic()
+        if instance is not None:
+            changed = not seen or seen[-1] != instance.status
+            if changed:
+                seen.append(instance.status)
+            if changed or now - last_log >= log_every_s:
+                last_log = now
+                log.info(
+                    "RDS %s is %s (class %s%s) after %.0f s of at most %.0f s",
+                    rds.instance_id,
+                    instance.status,
+                    instance.instance_class,
+                    f", pending {instance.pending_instance_class}"
+                    if instance.pending_instance_class
+                    else "",
+                    now - started,
+                    timeout_s,
+                )
+            if settled(instance):
+                return DbWait(
+                    instance=instance,
+                    seen=tuple(seen),
+                    waited_s=round(now - started, 1),
+                    timed_out=False,
+                )
+        remaining = deadline - now
+        if remaining <= 0:
+            break
+        await asyncio.sleep(min(poll_s, remaining))
+    if instance is None:  # never readable: the last read's error says why
+        instance = await get_db_instance.fn(rds)
+        seen.append(instance.status)
+    waited = round(time.monotonic() - started, 1)
+    log.warning(
+        "RDS %s still %s after %.0f s: stopped waiting", rds.instance_id, instance.status, waited
+    )
+    return DbWait(instance=instance, seen=tuple(seen), waited_s=waited, timed_out=True)
 
 
 @task(name="modify-db-instance-class", retries=0)

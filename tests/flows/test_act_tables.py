@@ -13,6 +13,8 @@ from flows import database_connections as dc
 from flows import high_error_rate as her
 from flows import high_latency as hl
 from flows import llm_provider as lp
+from flows import rds_resize as rr
+from flows import scaling as sc
 from flows.acts import EXECUTORS, done_text
 from runbook.actions import ActionClass
 from runbook.plan import ActionName
@@ -21,7 +23,7 @@ from tests.flows.test_decide_incident_flows import errors
 
 pytestmark = pytest.mark.unit
 POLICY = PolicyRules()
-FLOWS = [her, hl, lp, dc, co]
+FLOWS = [her, hl, lp, dc, co, sc, rr]
 
 
 @pytest.mark.parametrize("module", FLOWS, ids=lambda m: m.__name__)
