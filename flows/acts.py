@@ -134,6 +134,18 @@ async def _status_opened(p: Platform, params: Params) -> bool:
     return any(i.status != "resolved" for i in found)
 
 
+async def _update_status(p: Platform, params: Params) -> dict[str, Any]:
+    incident = await statuspage.update_incident(
+        p.need_status_page(), params["status_incident"], params["status"], params["body"]
+    )
+    return {"status_incident": incident.id, "status": incident.status}
+
+
+async def _status_is(p: Platform, params: Params) -> bool:
+    incident = await statuspage.get_incident(p.need_status_page(), params["status_incident"])
+    return incident.status in {params["status"], "monitoring", "resolved"}
+
+
 async def _resolve_status(p: Platform, params: Params) -> dict[str, Any]:
     incident = await statuspage.resolve_incident(
         p.need_status_page(), params["status_incident"], params["body"]
@@ -160,6 +172,7 @@ EXECUTORS: dict[ActionName, Executor] = {
     ActionName.SET_SERVICE_LIMITS: Executor(act=_set_limits),
     ActionName.MODIFY_DB_INSTANCE_CLASS: Executor(act=_modify_class, reconcile=_class_modified),
     ActionName.OPEN_STATUS_INCIDENT: Executor(act=_open_status, reconcile=_status_opened),
+    ActionName.UPDATE_STATUS_INCIDENT: Executor(act=_update_status, reconcile=_status_is),
     ActionName.RESOLVE_STATUS_INCIDENT: Executor(act=_resolve_status, reconcile=_status_resolved),
 }
 
@@ -185,6 +198,7 @@ _DONE = {
     ActionName.SET_SERVICE_LIMITS: "limits set to {vcpus} vCPU, {memory_gb} GB per replica",
     ActionName.MODIFY_DB_INSTANCE_CLASS: "RDS instance class → {instance_class}",
     ActionName.OPEN_STATUS_INCIDENT: "customers told on the status page: {name}",
+    ActionName.UPDATE_STATUS_INCIDENT: "status page updated: {status}",
     ActionName.RESOLVE_STATUS_INCIDENT: "status page incident resolved",
 }
 

@@ -161,6 +161,12 @@ CUSTOMER_TEXT = (
     " We will post an update as soon as we know more."
 )
 RESOLVED_TEXT = "The support assistant is answering again. We are monitoring the service."
+IDENTIFIED_TEXT = {
+    "bad-deploy": "We identified a faulty release and are rolling it back.",
+    "dependency-down": "We identified a problem with a database the assistant relies on.",
+    "dns-failure": "We identified a DNS problem and are working with our provider.",
+    "platform-incident": "Our hosting provider reports an incident; we are working with them.",
+}
 
 
 async def _maybe(coro: Any) -> Any:
@@ -264,6 +270,22 @@ async def complete_outage(
 
     platform = Platform(railway=rw, status_page=status_page)
     status_id = await _tell_customers(run, platform, evidence)
+    if status_id and decision.cause in IDENTIFIED_TEXT and status_page.page_id:
+        await run.act_spec(
+            spec(
+                policy,
+                ActionName.UPDATE_STATUS_INCIDENT,
+                f"statuspage:{status_page.page_id}",
+                f"the cause is identified: {decision.cause}",
+                {
+                    "status_incident": status_id,
+                    "status": "identified",
+                    "body": IDENTIFIED_TEXT[decision.cause],
+                },
+            ),
+            platform,
+            evidence,
+        )
     await page(
         f"Complete outage ({decision.cause}): {decision.why}",
         {"incident": run.incident_id, "flow": "complete-outage", **evidence},

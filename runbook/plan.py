@@ -30,6 +30,7 @@ class ActionName(StrEnum):
     SCALE_REPLICAS = "scale_replicas"
     ROLLBACK_DEPLOYMENT = "rollback_deployment"
     OPEN_STATUS_INCIDENT = "open_status_incident"  # the customer status page (Statuspage)
+    UPDATE_STATUS_INCIDENT = "update_status_incident"
     RESOLVE_STATUS_INCIDENT = "resolve_status_incident"
     REDEPLOY_SERVICE = "redeploy_service"
     FAILOVER_DB = "failover_db"

@@ -56,6 +56,7 @@ def _default_action_classes() -> dict[str, str]:
         "enable_request_queue": "safe",
         "disable_request_queue": "safe",
         "open_status_incident": "safe",
+        "update_status_incident": "safe",
         "deploy_commit": "destructive",
         "set_service_limits": "destructive",
         "resolve_status_incident": "safe",

@@ -358,6 +358,10 @@ async def test_complete_outage_after_a_bad_deploy_rolls_back_after_two_approvers
     assert [e["kind"] for e in events if e["kind"] == "finished"], summaries
     final = [e["summary"] for e in events if e["kind"] == "finished"][-1]
     assert final.startswith("rollback (verified)"), final
+    identified = [
+        e for e in sb.sink("statuspage")[status_before:] if e.get("status") == "identified"
+    ]
+    assert len(identified) == 1, "customers told the cause once"
     updates = [e for e in sb.sink("statuspage")[status_before:] if e.get("status") == "resolved"]
     assert updates, "the status page incident was resolved"
     assert updates[-1]["components"] == {
