@@ -16,6 +16,9 @@ FLOWS: dict[str, str] = {
     "scale-replicas": "flows.scaling:scale_replicas",
     "scale-vertical": "flows.scaling:scale_vertical",
     "rds-resize": "flows.rds_resize:rds_resize",
+    "deploy-watch": "flows.deployment:deploy_watch",
+    "manual-deploy": "flows.deployment:manual_deploy",
+    "rollback": "flows.deployment:rollback",
 }
 
 

@@ -34,6 +34,9 @@ BUILT_FLOWS = frozenset(
         "scale-replicas",
         "scale-vertical",
         "rds-resize",
+        "deploy-watch",
+        "manual-deploy",
+        "rollback",
     }
 )
 # Runbook sections the table already routes to whose flow is not built yet. Their alerts are

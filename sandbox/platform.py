@@ -13,6 +13,13 @@ experiences follows from this state (`sandbox.behaviour`):
     db-down / pool exhausted   database errors;  slow-queries / redis-slow  added latency
     dns-* / smtp-down          what the nameserver answers for the API host; the mail server
                                refuses (`sandbox.dns_server`, `sandbox.smtp_sink`)
+
+A manual deploy (`deploy_commit`) is BUILDING, then DEPLOYING, then live, `deploy_stage_s`
+(config, default 1 s) per stage, moved on by the clock whenever anyone looks (`advance`); any
+newer deployment supersedes a pending one (REMOVED). The commit's marker decides the outcome:
+`bad…` goes live and fails ~18 % of chats (the bad-deploy fault), `fa11…` fails its build
+(FAILED, never live), `dead…` crashes on boot (CRASHED, live: the complete-outage fault).
+A second service (`other_service_id`) has deployments of its own, found only by id.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ FAULTS = (
     "smtp-down",  # the mail server refuses connections (`sandbox.smtp_sink`)
 )
 INTEGRATION_TARGETS = ("shopify", "gorgias")
+BAD_COMMIT = "bad"  # commit markers of a manual deploy (see the module docstring)
+FAILING_COMMIT = "fa11"
+CRASHING_COMMIT = "dead"
+DEPLOY_STAGE_S = 1.0
+_FAULT_OF_DEFECT = {"errors": "bad-deploy", "outage": "complete-outage"}
 
 
 def now() -> float:
@@ -65,6 +77,8 @@ class Deployment:
     defect: str | None = None  # None | "errors" | "outage"
     expired: bool = False  # image no longer retained: cannot roll back to it
     meta: dict[str, Any] = field(default_factory=dict)
+    service_id: str = ""
+    stages: list[tuple[float, str]] = field(default_factory=list)  # (due at, status) to come
 
 
 @dataclass
@@ -85,6 +99,10 @@ class Platform:
         self.project_id: str = config["railway_project_id"]
         self.environment_id: str = config["railway_environment_id"]
         self.service_id: str = config["railway_service_id"]
+        self.other_service_id: str = config.get("railway_other_service_id", "svc-sbx-worker")
+        self.other_current_id = ""
+        self.deploy_stage_s = float(config.get("deploy_stage_s", DEPLOY_STAGE_S))
+        self._advancing = False
         self.region = "us-west2"
         self.replicas = 2
         self.limits: dict[str, float] = {"vCPUs": 2.0, "memoryGB": 2.0}
@@ -125,6 +143,10 @@ class Platform:
             dep = self._new_deployment(status, defect, created_at=start + i * 86400)
             dep.expired = expired
         self.current_id = self.deployments[-1].id
+        for i in range(2):  # the other service: an older good deployment and its live one
+            worker = self._new_deployment("SUCCESS", None, created_at=start + i * 86400 + 60)
+            worker.service_id = self.other_service_id
+            self.other_current_id = worker.id
 
     def _new_deployment(
         self,
@@ -143,6 +165,7 @@ class Platform:
             commit=commit or f"{random.getrandbits(40):010x}",
             defect=defect,
             meta=meta or {},
+            service_id=self.service_id,
         )
         self.deployments.append(dep)
         return dep
@@ -152,12 +175,18 @@ class Platform:
 
     @property
     def current(self) -> Deployment:
+        self.advance()
         dep = self.deployment(self.current_id)
         assert dep is not None
         return dep
 
+    @property
+    def services(self) -> tuple[str, str]:
+        return (self.service_id, self.other_service_id)
+
     def can_rollback(self, dep: Deployment) -> bool:
-        return dep.status == "SUCCESS" and not dep.expired and dep.id != self.current_id
+        live = self.current_id if dep.service_id == self.service_id else self.other_current_id
+        return dep.status == "SUCCESS" and not dep.expired and dep.id != live
 
     def can_redeploy(self, dep: Deployment) -> bool:
         return dep.status in {"SUCCESS", "CRASHED", "FAILED"} and not dep.expired
@@ -171,10 +200,85 @@ class Platform:
         meta: dict[str, Any] | None = None,
     ) -> Deployment:
         """A new deployment becomes current; the old one is replaced (its process restarts)."""
+        self.supersede_pending()
         dep = self._new_deployment(status, defect, commit=commit, meta=meta)
         self.current_id = dep.id
         self.emit("restart")
         return dep
+
+    def supersede_pending(self) -> None:
+        """A newer deployment (or a reset) cancels any build still on its way."""
+        self.advance()
+        for old in self.deployments:
+            if old.stages:
+                old.stages.clear()
+                old.status = "REMOVED"
+
+    def deploy_commit(self, commit: str | None, meta: dict[str, Any]) -> Deployment:
+        """A manual deploy: BUILDING now, then DEPLOYING, then live (or FAILED/CRASHED, by the
+        commit's marker), `deploy_stage_s` per stage."""
+        self.supersede_pending()
+        sha = (commit or "").lower()
+        crashes = sha.startswith(CRASHING_COMMIT)
+        defect = "errors" if sha.startswith(BAD_COMMIT) else "outage" if crashes else None
+        dep = self._new_deployment("BUILDING", defect, commit=commit, meta=meta)
+        t0, stage = now(), self.deploy_stage_s
+        final = "CRASHED" if crashes else "SUCCESS"
+        dep.stages = [(t0 + stage, "DEPLOYING"), (t0 + 2 * stage, final)]
+        if sha.startswith(FAILING_COMMIT):
+            dep.stages = [(t0 + stage, "FAILED")]
+        self.log(dep.id, "info", f"build started for commit {dep.commit}")
+        self.advance()
+        return dep
+
+    def rollback_other(self, target: Deployment) -> Deployment:
+        """A rollback of the worker service: a new worker deployment; the API is untouched."""
+        meta = {"rollbackOf": target.id}
+        dep = self._new_deployment("SUCCESS", None, commit=target.commit, meta=meta)
+        dep.service_id = target.service_id
+        self.other_current_id = dep.id
+        return dep
+
+    def advance(self) -> None:
+        """Move pending deploys on to every stage that is due (the clock is the only driver)."""
+        if self._advancing:
+            return
+        self._advancing = True
+        try:
+            for dep in list(self.deployments):
+                while dep.stages and dep.stages[0][0] <= now():
+                    dep.status = dep.stages.pop(0)[1]
+                    self._entered(dep)
+        finally:
+            self._advancing = False
+
+    def _entered(self, dep: Deployment) -> None:
+        if dep.status == "DEPLOYING":
+            self.log(dep.id, "info", "build finished; deploying")
+            return
+        if dep.status == "FAILED":
+            self.log(dep.id, "error", "build failed: npm ERR! code ELIFECYCLE (exit status 1)")
+            return
+        self.current_id = dep.id  # SUCCESS or CRASHED: it replaced the live deployment
+        if dep.status == "CRASHED":
+            self.log(dep.id, "error", f"worker crashed on boot (deployment {dep.id})")
+        else:
+            self.log(dep.id, "info", "healthcheck succeeded; deployment is live")
+        fault = _FAULT_OF_DEFECT.get(dep.defect or "")
+        if fault is not None:  # what the matching fault does, and what clears it
+            self.faults[fault] = Fault(fault, None, now(), None)
+        else:
+            self.went_live_healthy()
+        self.emit("restart")
+
+    def went_live_healthy(self) -> None:
+        """A deployment without a defect is live: the deploy faults are cured."""
+        self.cure("bad-deploy")
+        self.cure("complete-outage")
+
+    def log(self, deployment_id: str, severity: str, message: str) -> None:
+        line = {"deploymentId": deployment_id, "severity": severity, "message": message}
+        self.logs.append({**line, "timestamp": iso(now())})
 
     # -- faults ------------------------------------------------------------------------------
     def inject(self, name: str, seconds: float | None, target: str | None) -> None:
@@ -209,8 +313,11 @@ class Platform:
         of 10, the original OpenAI key, live again), 2 replicas, original limits. Not journaled:
         this is the game master's hand, not a client's mutation."""
         cleared = self.clear()
+        self.supersede_pending()
         for dep in self.deployments:
             dep.defect = None
+        if self.current.status == "CRASHED":  # a crashed deploy is fixed
+            self.current.status = "SUCCESS"
         pool_changed = self.variables.get("DATABASE_POOL_SIZE") != "10"
         self.variables = dict(self.baseline_variables)
         self.replicas = 2
@@ -274,6 +381,9 @@ class Platform:
         dep = self.current
         return {
             "deployment": {"id": dep.id, "status": dep.status, "defect": dep.defect},
+            "worker_deployments": [  # the other service's, oldest first
+                d.id for d in self.deployments if d.service_id == self.other_service_id
+            ],
             "DEFAULT_MODEL": self.variables.get("DEFAULT_MODEL"),
             "replicas": self.replicas,
             "pool_size": int(self.variables.get("DATABASE_POOL_SIZE", "10")),

@@ -55,7 +55,7 @@ class Resolvers:
             "staticUrl": None,
             "projectId": self.p.project_id,
             "environmentId": self.p.environment_id,
-            "serviceId": self.p.service_id,
+            "serviceId": dep.service_id,
         }
 
     def _get(self, deployment_id: str) -> Deployment:
@@ -67,20 +67,21 @@ class Resolvers:
     def _check_env(self, environment_id: str | None, service_id: str | None = None) -> None:
         if environment_id is not None and environment_id != self.p.environment_id:
             raise GraphQLError("Environment not found")
-        if service_id is not None and service_id != self.p.service_id:
+        if service_id is not None and service_id not in self.p.services:
             raise GraphQLError("Service not found")
 
     def _after_deploy(self) -> None:
         if self.p.current.defect is None:
-            self.p.cure("bad-deploy")
-            self.p.cure("complete-outage")
+            self.p.went_live_healthy()
 
     # -- queries -------------------------------------------------------------------------------
     def deployments(
         self, _info: Any, input: dict[str, Any], first: int | None = None, after: str | None = None
     ) -> dict[str, Any]:
-        self._check_env(input.get("environmentId"), input.get("serviceId"))
-        deps = sorted(self.p.deployments, key=lambda d: d.created_at, reverse=True)
+        service = input.get("serviceId")
+        self._check_env(input.get("environmentId"), service)
+        deps = [d for d in self.p.deployments if service in {None, d.service_id}]
+        deps.sort(key=lambda d: d.created_at, reverse=True)
         status = input.get("status") or {}
         if status.get("in"):
             deps = [d for d in deps if d.status in status["in"]]
@@ -103,13 +104,15 @@ class Resolvers:
 
     def serviceInstance(self, _info: Any, environmentId: str, serviceId: str) -> dict[str, Any]:
         self._check_env(environmentId, serviceId)
+        api = serviceId == self.p.service_id
+        live = self.p.current if api else self._get(self.p.other_current_id)
         return {
             "id": f"si-{serviceId}",
             "serviceId": serviceId,
             "environmentId": environmentId,
-            "numReplicas": self.p.replicas,
+            "numReplicas": self.p.replicas if api else 1,
             "region": self.p.region,
-            "latestDeployment": self._node(self.p.current),
+            "latestDeployment": self._node(live),
         }
 
     def variables(
@@ -164,6 +167,9 @@ class Resolvers:
         if not self.p.can_rollback(target):
             raise GraphQLError("Deployment cannot be rolled back")
         self.p.record("railway", "deploymentRollback", {"id": id})
+        if target.service_id != self.p.service_id:  # another service rolls back, not the API
+            self.p.rollback_other(target)
+            return True
         self.p.deploy(target.defect, commit=target.commit, meta={"rollbackOf": target.id})
         self._after_deploy()
         return True
@@ -198,14 +204,14 @@ class Resolvers:
         self, _info: Any, environmentId: str, serviceId: str, commitSha: str | None = None
     ) -> str:
         self._check_env(environmentId, serviceId)
+        if serviceId != self.p.service_id:
+            raise GraphQLError("Only the API service deploys commits in the sandbox")
         self.p.record(
             "railway",
             "serviceInstanceDeployV2",
             {"environmentId": environmentId, "serviceId": serviceId, "commitSha": commitSha},
-        )
-        dep = self.p.deploy(None, commit=commitSha, meta={"reason": "manual deploy"})
-        self._after_deploy()
-        return dep.id
+        )  # BUILDING now; it goes live (or fails) stage by stage (`Platform.deploy_commit`)
+        return self.p.deploy_commit(commitSha, {"reason": "manual deploy"}).id
 
     def _set_variables(
         self, operation: str, values: dict[str, str], replace: bool, skip_deploys: bool
@@ -360,6 +366,7 @@ class RailwayApi:
                 status_code=429,
                 headers={**headers, "Retry-After": "1"},
             )
+        self.platform.advance()  # deploys in progress move on with the clock
         fault = self.platform.wire.take(_RAILWAY_FAULTS, _is_mutation(query, body))
         before = len(self.platform.journal)
         result = await graphql(

@@ -117,6 +117,7 @@ class Sandbox(ControlEndpoints):
             "railway_project_id": "prj-sbx-support",
             "railway_environment_id": "env-sbx-production",
             "railway_service_id": "svc-sbx-api",
+            "deploy_stage_s": float(c.get("deploy_stage_s", 1.0)),
             "llm_api_key": SECRETS["llm_api_key"],
             "langsmith_project_id": f"ls-{self.sandbox_id}",
         }

@@ -1,6 +1,7 @@
 """Railway, the deploy platform (GraphQL): deployments, variables, replicas, logs.
 
-Reads: `get_deployments`, `get_service_instance`, `get_variable`, `get_deployment_logs`.
+Reads: `get_deployments`, `get_deployment`, `get_service_instance`, `get_variable`,
+`get_deployment_logs`.
 Acts: `rollback_deployment`, `redeploy_service`, `restart_deployment`, `deploy_commit`,
 `set_variables`, `scale_replicas`, `set_service_limits`. The runbook's
 `railway redeploy --previous` does not exist; a rollback is `last_known_good()` over the
@@ -47,6 +48,7 @@ class Deployment(BaseModel):
     can_rollback: bool
     can_redeploy: bool
     commit: str | None = None
+    service_id: str | None = None  # the Railway service it belongs to (None: not read)
 
 
 class Deployments(BaseModel):
@@ -187,10 +189,11 @@ def _deployment(node: dict[str, Any]) -> Deployment:
         can_rollback=bool(node.get("canRollback")),
         can_redeploy=bool(node.get("canRedeploy")),
         commit=meta.get("commitHash") if isinstance(meta, dict) else None,
+        service_id=node.get("serviceId"),
     )
 
 
-_DEPLOYMENT_FIELDS = "id status createdAt canRedeploy canRollback meta"
+_DEPLOYMENT_FIELDS = "id status createdAt canRedeploy canRollback meta serviceId"
 
 
 @task(name="get-railway-deployments", retries=0)
@@ -216,6 +219,18 @@ async def get_deployments(railway: Railway, first: int = 20) -> Deployments:
     items = tuple(_deployment(e["node"]) for e in data["deployments"]["edges"])
     latest = (data.get("serviceInstance") or {}).get("latestDeployment") or {}
     return Deployments(items=items, current_id=latest.get("id"))
+
+
+@task(name="get-railway-deployment", retries=0)
+async def get_deployment(railway: Railway, deployment_id: str) -> Deployment:
+    """One deployment of the project, any service (`deployment(id)`); a deployment Railway does
+    not know is a `PermanentError` ("railway: Deployment not found")."""
+    data = await _graphql(
+        railway,
+        f"query($id: String!) {{ deployment(id: $id) {{ {_DEPLOYMENT_FIELDS} }} }}",
+        {"id": deployment_id},
+    )
+    return _deployment(data["deployment"])
 
 
 @task(name="get-railway-service-instance", retries=0)

@@ -10,6 +10,8 @@ import pytest
 
 from flows import complete_outage as co
 from flows import database_connections as dc
+from flows import deploy_watch as dw
+from flows import deployment as dp
 from flows import high_error_rate as her
 from flows import high_latency as hl
 from flows import llm_provider as lp
@@ -23,7 +25,7 @@ from tests.flows.test_decide_incident_flows import errors
 
 pytestmark = pytest.mark.unit
 POLICY = PolicyRules()
-FLOWS = [her, hl, lp, dc, co, sc, rr]
+FLOWS = [her, hl, lp, dc, co, sc, rr, dw, dp]
 
 
 @pytest.mark.parametrize("module", FLOWS, ids=lambda m: m.__name__)
