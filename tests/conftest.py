@@ -126,6 +126,10 @@ def platform_env(
     monkeypatch.setenv("RUNBOOK_APPROVAL_SECRET", TEST_APPROVAL_SECRET)
     # tests act on the same sandbox target many times an hour
     monkeypatch.setenv("RUNBOOK_MUTATION_BUDGET_PER_HOUR", "100")
+    # ... and roll the same sandbox service back many times: the shipped 2 destructive acts per
+    # target per hour would make a test's outcome depend on which tests ran before it (the
+    # budget tests set their own)
+    monkeypatch.setenv("RUNBOOK_DESTRUCTIVE_BUDGET_PER_HOUR", "100")
     monkeypatch.setenv("RUNBOOK_APPROVAL_POLL_S", "1")
     monkeypatch.setenv("RUNBOOK_HOME", str(_SESSION_DIR / "runbook-home"))
     get_settings.cache_clear()

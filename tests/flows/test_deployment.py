@@ -201,7 +201,7 @@ async def test_rollback_to_the_last_known_good_after_approval(
 async def test_rollback_to_a_deployment_railway_cannot_roll_back_is_refused(
     sb: SandboxHandle,
 ) -> None:
-    listing = await railway.get_deployments.fn(await Railway.resolve())
+    listing = await railway.get_deployments.fn(await Railway.resolve(), first=500)
     failed = next(d for d in listing.items if d.status == "FAILED")
     start = len(sb.journal())
     result = await within(rollback(failed.id, incident_id=incident()))

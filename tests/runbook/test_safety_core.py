@@ -268,8 +268,9 @@ async def test_budget_exhausted_refuses_and_pages(
     sb = platform_env
     monkeypatch.setenv("RUNBOOK_AUTO_APPROVE", "true")
     monkeypatch.setenv("RUNBOOK_ALLOW_AUTO_APPROVE", "1")
+    monkeypatch.setenv("RUNBOOK_DESTRUCTIVE_BUDGET_PER_HOUR", "2")  # the shipped default
     get_settings.cache_clear()
-    for _ in range(2):  # the default budget: 2 destructive actions per target per hour
+    for _ in range(2):  # 2 destructive actions per target per hour
         sb.inject("bad-deploy")
         assert (await safety_rollback(incident(), target_suffix="-budget"))["status"] == "done"
     sb.inject("bad-deploy")
