@@ -22,6 +22,12 @@ os.environ["RUNBOOK_RETRY_FAST"] = "1"
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 
+# pytest-xdist runs test files on several workers (`-n`, pyproject addopts): each worker is its
+# own session with its own Prefect server, sandbox, ops database and Redis databases
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("RUNBOOK_SANDBOX_REDIS_URL", f"redis://127.0.0.1:6379/{1 + _WORKER}")
+
 TEST_APPROVAL_SECRET = "test-approval-secret-7f3a9c-0d41e8b2c6a95f37"  # >= 32 bytes
 PG_ADMIN_URL = os.environ.get("RUNBOOK_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE_URL = os.environ.get("RUNBOOK_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -54,7 +60,7 @@ def redis_url() -> Iterator[str]:
     """A Redis database number of our own on the local server, flushed before and after."""
     import redis
 
-    url = f"{REDIS_BASE_URL}/13"
+    url = f"{REDIS_BASE_URL}/{15 - _WORKER}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     yield url

@@ -20,7 +20,12 @@ async def test_scaled_up_replicas_return_after_the_cool_down(
 
     await asyncio.sleep(12)
     up = await high_latency(verify_window_s=40)
-    assert up.action == "scale_replicas" and up.action_status == "done"
+    for _ in range(3):  # on a busy machine the load can take a few more seconds to show in P99
+        if up.decision != "none":
+            break
+        await asyncio.sleep(6)
+        up = await high_latency(verify_window_s=40)
+    assert up.action == "scale_replicas" and up.action_status == "done", up
     scaled_to = sb.state()["replicas"]
     assert scaled_to > 2
     sb.clear()
