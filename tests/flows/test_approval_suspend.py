@@ -34,13 +34,16 @@ def served(
     prefect_server: str, platform_env: SandboxHandle, request: pytest.FixtureRequest
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`safety-rollback/test` served from a subprocess, with the sweeper (timeout 4 s) unless
-    the test is marked `no_sweeper`."""
+    the test is marked `no_sweeper` (timeout 12 s)."""
+    no_sweeper = request.node.get_closest_marker("no_sweeper") is not None
     env = {
         **os.environ,
-        "RUNBOOK_APPROVAL_TIMEOUT_S": "4",
+        # without the sweeper, a test runs `runbook sweep` (≈ 1-3 s of imports on a busy
+        # machine) inside the expiry and once after it: give it room
+        "RUNBOOK_APPROVAL_TIMEOUT_S": "12" if no_sweeper else "4",
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     }
-    extra = ["--no-sweeper"] if request.node.get_closest_marker("no_sweeper") else []
+    extra = ["--no-sweeper"] if no_sweeper else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.flows.safety_flow", "--serve", *extra],
         env=env,
@@ -191,7 +194,7 @@ async def test_runbook_sweep_command_times_out_expired_suspended_approvals(
     )
     assert early.returncode == 0, early.stderr
     assert "0 expired approval(s)" in early.stdout, "nothing expired yet: nothing answered"
-    await asyncio.sleep(5)  # past the 4 s expiry; nothing in this setup sweeps by itself
+    await asyncio.sleep(13)  # past the 12 s expiry; nothing in this setup sweeps by itself
     assert (await state_of(run_id))[1] == "Suspended"
     swept = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "sweep"], capture_output=True, text=True, timeout=60
