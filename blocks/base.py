@@ -36,6 +36,13 @@ class RunbookBlock(Block):
             else:
                 block = loaded
         if block is None:
-            block = cls.from_settings(settings)
+            block = cls.from_settings_for(name, settings)
         redact.register_model(block)
         return block
+
+    @classmethod
+    def from_settings_for(cls, name: str | None, settings: Settings) -> Self:
+        """The block of environment `name` when it has no document: by default the process's
+        own settings (a block whose environments must differ, e.g. the app database of staging,
+        says so here)."""
+        return cls.from_settings(settings)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sandbox import app_migrations
 from sandbox.openai_admin import PROJECT_ID as OPENAI_PROJECT_ID
 
 SECRETS = {
@@ -43,11 +44,15 @@ def client_env(
     primary_model: str,
     fallback_model: str,
     smtp_ca_file: str,
+    staging_db: str,
 ) -> dict[str, str]:
     fakes = f"http://127.0.0.1:{ports['fakes']}"
     return {
         "RUNBOOK_API_URL": f"http://127.0.0.1:{ports['api']}",
         "RUNBOOK_APP_DATABASE_URL": api_db,
+        # the app's Alembic project and staging's database: db-migrate goes there first
+        "RUNBOOK_APP_STAGING_DATABASE_URL": staging_db,
+        "RUNBOOK_APP_MIGRATIONS_PATH": str(app_migrations.PATH),
         "RUNBOOK_APP_REDIS_URL": api_redis,
         "RUNBOOK_RAILWAY_ENDPOINT": f"{fakes}/graphql/v2",
         "RUNBOOK_RAILWAY_TOKEN": SECRETS["railway_token"],
