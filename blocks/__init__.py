@@ -12,6 +12,7 @@ from blocks.dns import Dns
 from blocks.email import Email
 from blocks.langsmith import LangSmith
 from blocks.llm import LlmProbe
+from blocks.openai_admin import OpenAiAdmin
 from blocks.pagerduty import PagerDuty
 from blocks.policy import Policy
 from blocks.railway import Railway
@@ -37,6 +38,7 @@ ALL_BLOCKS: tuple[type[RunbookBlock], ...] = (
     Policy,
     CustomerStatusPage,
     Contacts,
+    OpenAiAdmin,
 )
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Email",
     "LangSmith",
     "LlmProbe",
+    "OpenAiAdmin",
     "PagerDuty",
     "Policy",
     "Railway",

@@ -158,7 +158,9 @@ def status(
 def inject(
     fault: str = typer.Argument(..., help=f"one of: {', '.join(KNOWN)}"),
     seconds: float | None = typer.Option(None, "--for", help="clear by itself after SECONDS"),
-    target: str | None = typer.Option(None, "--target", help="integration-outage: shopify|gorgias"),
+    target: str | None = typer.Option(
+        None, "--target", help="integration-outage: shopify|gorgias; key-leak: store ids (a,b)"
+    ),
     count: int | None = typer.Option(None, "--count", help="wire faults: the next N requests"),
     hold_s: float | None = typer.Option(None, "--hold", help="timeout wire faults: hold SECONDS"),
     on: str | None = typer.Option(None, "--on", help="railway wire faults: any|query|mutation"),
@@ -166,8 +168,8 @@ def inject(
     """Inject a fault into the running sandbox (wire faults: armed for the next N requests)."""
     if fault not in KNOWN:
         _fail(f"unknown fault {fault!r}; known: {', '.join(KNOWN)}", EXIT_USAGE)
-    if target is not None and target not in INTEGRATION_TARGETS:
-        _fail("--target must be shopify or gorgias", EXIT_USAGE)
+    if target is not None and fault != "key-leak" and target not in INTEGRATION_TARGETS:
+        _fail("--target must be shopify or gorgias (key-leak: store ids)", EXIT_USAGE)
     if seconds is not None and seconds <= 0:
         _fail("--for must be a positive number of seconds", EXIT_USAGE)
     if fault in FAULTS and (count, hold_s, on) != (None, None, None):

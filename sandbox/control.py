@@ -57,11 +57,18 @@ class ControlEndpoints:
             return JSONResponse({"error": f"unknown fault {fault!r}; known: {known}"}, 422)
         if seconds is not None and (not isinstance(seconds, int | float) or seconds <= 0):
             return JSONResponse({"error": "seconds must be a positive number"}, 422)
-        if target is not None and (
-            fault != "integration-outage" or target not in INTEGRATION_TARGETS
+        leak_target = fault == "key-leak" and isinstance(target, str)  # store ids, comma-separated
+        if (
+            target is not None
+            and not leak_target
+            and (fault != "integration-outage" or target not in INTEGRATION_TARGETS)
         ):
             return JSONResponse(
-                {"error": "target applies to integration-outage only: shopify or gorgias"}, 422
+                {
+                    "error": "target applies to integration-outage only (shopify or gorgias),"
+                    " and to key-leak (store ids, comma-separated)"
+                },
+                422,
             )
         if self.platform.active(fault):
             self.platform.clear(fault)

@@ -5,6 +5,9 @@ shown once), moves the app to it (Railway variable OPENAI_API_KEY), then deletes
 The fake keeps the live key set; the chat fake and the simulated app accept only live keys, so
 revoking the key the app still uses breaks the app — as it would in production.
 
+Fault `openai-key-restricted`: service accounts created while it is active get a key without
+model access (the chat API refuses it as an invalid key), so a rotation's verify fails.
+
     POST   /openai/v1/organization/projects/{project}/service_accounts   {"name"}
     DELETE /openai/v1/organization/projects/{project}/service_accounts/{id}
     GET    /openai/v1/organization/projects/{project}/api_keys
@@ -25,6 +28,7 @@ from starlette.responses import JSONResponse
 from sandbox.platform import Platform
 
 PROJECT_ID = "proj_sbxSupport01"
+RESTRICTED_FAULT = "openai-key-restricted"
 
 
 @dataclass
@@ -35,6 +39,7 @@ class ApiKey:
     owner_type: str  # "user" | "service_account"
     owner_id: str
     created_at: int
+    usable: bool = True  # False: created under `openai-key-restricted` (no model access)
 
     def listed(self) -> dict[str, Any]:
         return {
@@ -53,6 +58,7 @@ class OpenAiKeys:
     def __init__(self, initial_key: str) -> None:
         self.initial_key = initial_key
         self.keys: dict[str, ApiKey] = {}
+        self.restrict_new = False
         self.restore()
 
     def restore(self) -> None:
@@ -66,13 +72,18 @@ class OpenAiKeys:
             int(time.time()) - 90 * 86400,
         )
         self.keys = {key.id: key}
+        self.restrict_new = False
 
     def on_event(self, event: str) -> None:
         if event == "reset":
             self.restore()
+        elif event == f"inject:{RESTRICTED_FAULT}":
+            self.restrict_new = True
+        elif event in {f"clear:{RESTRICTED_FAULT}", f"cured:{RESTRICTED_FAULT}"}:
+            self.restrict_new = False
 
     def valid(self, value: str) -> bool:
-        return any(k.value == value for k in self.keys.values())
+        return any(k.value == value and k.usable for k in self.keys.values())
 
 
 def _error(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -119,6 +130,7 @@ class OpenAiAdmin:
             "service_account",
             account,
             int(time.time()),
+            usable=not self.keys.restrict_new,
         )
         self.keys.keys[key.id] = key
         self.p.record(

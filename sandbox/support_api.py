@@ -1,5 +1,5 @@
-"""The simulated support API (`/health`, `/health/ready`, `POST /v1/chat`), its traffic generator,
-and the real side effects of the data-store faults.
+"""The simulated support API (`/health`, `/health/ready`, `POST /v1/chat`, `GET /v1/store` for a
+store's API key), its traffic generator, and the real side effects of the data-store faults.
 
 The API reaches Postgres and Redis only through the sandbox's TCP proxies, with a psycopg pool of
 `DATABASE_POOL_SIZE` connections — so `db-down`, `redis-slow` and `db-pool-exhausted` are felt
@@ -15,11 +15,13 @@ import random
 import time
 from typing import Any
 
+import psycopg
 import redis.asyncio as aioredis
 from psycopg_pool import AsyncConnectionPool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from sandbox import store_keys
 from sandbox.appdb import PoolHog, SlowQueries, TrafficWriter
 from sandbox.behaviour import ChatOutcome, record_chat, simulate_chat
 from sandbox.platform import Platform, now
@@ -46,6 +48,7 @@ class SupportApi:
     ) -> None:
         self.p = platform
         self.api_db_url = api_db_url
+        self.direct_db_url = direct_db_url
         self.pg_proxy = pg_proxy
         self.redis_proxy = redis_proxy
         self.traffic_rps = traffic_rps
@@ -104,6 +107,10 @@ class SupportApi:
             await self.slow.start()
         elif fault == "redis-slow":
             self.redis_proxy.set_mode("delay", REDIS_DELAY_S)
+        elif fault == "key-leak":
+            leak = self.p.active("key-leak")
+            stores = store_keys.leak_targets(leak.target if leak else None)
+            await store_keys.write_leak(self.direct_db_url, stores)
 
     async def undo(self, fault: str) -> None:
         if fault == "db-pool-exhausted":
@@ -278,3 +285,55 @@ def _poisson(mean: float) -> int:
         n += 1
         product *= random.random()
     return n
+
+
+# -- store API keys --------------------------------------------------------------------------------
+def _bearer(request: Request) -> str | None:
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+class StoreAuth:
+    """`GET /v1/store` (the API's store-authenticated surface) and the control endpoint that
+    hands a store a key of its own (what the store's client holds: tests, game days)."""
+
+    def __init__(self, api: SupportApi) -> None:
+        self.api = api
+
+    async def whoami(self, request: Request) -> JSONResponse:
+        """`GET /v1/store` with `Authorization: Bearer <store key>` → the key's store, or 401.
+        Every attempt leaves an access-log row."""
+        if down := self.api._down():
+            return down
+        key = _bearer(request)
+        if key is None:
+            return JSONResponse({"error": "missing store API key"}, status_code=401)
+        ip = request.client.host if request.client else "127.0.0.1"
+        try:
+            async with self.api.pool.connection(timeout=1.5) as conn:
+                store, name = await store_keys.authenticate(conn, key)
+                status = 200 if store else 401
+                await store_keys.log_access(conn, store, key, ip, "GET", "/v1/store", status)
+        except Exception as exc:
+            return JSONResponse({"error": f"database: {_reason(exc)}"}, status_code=503)
+        if store is None:
+            return JSONResponse({"error": "invalid API key"}, status_code=401)
+        return JSONResponse({"store_id": store, "name": name})
+
+    async def issue_client_key(self, request: Request) -> JSONResponse:
+        """`POST /control/store-keys {"store_id"}`: a new live key for the store, returned once
+        (the game master's hand, not journaled)."""
+        try:
+            body = json.loads(await request.body() or b"{}")
+            store = body["store_id"]
+            if not isinstance(store, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": 'body must be {"store_id": "..."}'}, 400)
+        async with await psycopg.AsyncConnection.connect(
+            self.api.direct_db_url, autocommit=True
+        ) as conn:
+            if not await store_keys.store_exists(conn, store):
+                return JSONResponse({"error": f"unknown store {store!r}"}, 404)
+            key = await store_keys.insert_key(conn, store)
+        return JSONResponse({"store_id": store, "key": key})

@@ -27,6 +27,8 @@ from email.utils import formatdate, make_msgid, parseaddr
 
 import aiosmtplib
 from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import SecretStr
 
 from blocks.email import Email
 from runbook.errors import (
@@ -188,6 +190,20 @@ async def send_email(
     email: Email, subject: str, body: str, to: list[str] | None = None
 ) -> EmailDelivery:
     """Send one plain-text message to `to` (default: the block's recipients, ops@example.com)."""
+    return await _send(email, subject, body, to)
+
+
+@task(name="send-secret-email", retries=0, cache_policy=NO_CACHE)
+async def send_secret_email(
+    email: Email, subject: str, template: str, secret: SecretStr, to: list[str]
+) -> EmailDelivery:
+    """One message that carries a secret to its owner (a store's new API key): `{secret}` in
+    `template` is filled in only here, so the value travels as a `SecretStr` until the SMTP
+    session. Sent at most once, never through the notification outbox (it keeps bodies)."""
+    return await _send(email, subject, template.replace("{secret}", secret.get_secret_value()), to)
+
+
+async def _send(email: Email, subject: str, body: str, to: list[str] | None) -> EmailDelivery:
     if not email.configured:
         raise ConfigurationError("email: no SMTP server configured (RUNBOOK_SMTP_HOST)")
     sender = _mailbox(email.from_address, "sender", ConfigurationError)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import httpx
 from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from blocks.policy import Policy
 from blocks.support_api import SupportApi
 from runbook.domain import CheckResult, Status, classify
+from runbook.errors import TransientError
+from tasks.http import exchange
 from tasks.observe import observe, result
 
 _HEALTHY_WORDS = {"ok", "healthy", "pass", "up", "ready"}
+STORE_PATH = "/v1/store"  # a store's own requests: authenticated with its API key
+CHAT_PATH = "/v1/chat"
 
 
 def _failing_checks(response: httpx.Response) -> list[str]:
@@ -144,3 +151,73 @@ async def get_api_response_time(api: SupportApi, policy: Policy) -> CheckResult:
         )
 
     return await observe("api_response_time", "api", probe)
+
+
+# -- store API keys and a live completion (Security Procedures) ---------------------------------
+class KeyCheck(BaseModel):
+    """What the support API said to a request made with a store key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accepted: bool
+    http_status: int
+    store_id: str | None = None
+
+
+@task(name="check-store-key", retries=0, cache_policy=NO_CACHE)
+async def check_store_key(api: SupportApi, key: SecretStr) -> KeyCheck:
+    """`GET /v1/store` with the key, as the store's client calls: accepted (and for which
+    store), or refused (401/403)."""
+    async with api.get_client() as client:
+        response = await exchange(
+            "support api",
+            lambda: client.get(
+                STORE_PATH, headers={"Authorization": f"Bearer {key.get_secret_value()}"}
+            ),
+            check=False,
+        )
+    store = None
+    if response.status_code < 400:
+        with contextlib.suppress(ValueError, AttributeError):
+            store = str(response.json().get("store_id") or "") or None
+    elif response.status_code >= 500:
+        raise TransientError(f"support api: HTTP {response.status_code} checking a store key")
+    return KeyCheck(
+        accepted=response.status_code < 400, http_status=response.status_code, store_id=store
+    )
+
+
+class ChatProbe(BaseModel):
+    """One live chat through the app (it calls the LLM with the app's own key)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    ok: bool
+    http_status: int
+    error: str | None = None
+    model: str | None = None
+
+
+@task(name="post-support-chat", retries=0)
+async def post_chat(api: SupportApi, intent: str = "product_question") -> ChatProbe:
+    """`POST /v1/chat`: a live completion through the app, as a customer's widget sends it."""
+    async with api.get_client() as client:
+        try:
+            response = await exchange(
+                "support api",
+                lambda: client.post(CHAT_PATH, json={"intent": intent}),
+                check=False,
+            )
+        except TransientError as exc:
+            return ChatProbe(ok=False, http_status=0, error=str(exc)[:200])
+    body: Any = None
+    with contextlib.suppress(ValueError):
+        body = response.json()
+    body = body if isinstance(body, dict) else {}
+    error = body.get("error")
+    return ChatProbe(
+        ok=response.status_code < 400 and not error,
+        http_status=response.status_code,
+        error=str(error)[:200] if error else None,
+        model=str(body["model"]) if body.get("model") else None,
+    )
