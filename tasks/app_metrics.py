@@ -1,10 +1,11 @@
-"""The runbook's own SQL on the platform's database (the `messages` table, `pg_stat_activity`).
+"""The runbook's own SQL on the platform's database: `messages`, `conversations`, sessions.
 
 Runbook §1 "Check error distribution":
     SELECT intent, COUNT(*) FROM messages WHERE created_at > NOW() - INTERVAL '1 hour'
       AND role = 'assistant' AND metadata->>'error' IS NOT NULL GROUP BY intent;
 plus the error rate over a shorter window, and — as the "slow queries" signal when
-`pg_stat_statements` is absent — statements that have been running for a long time.
+`pg_stat_statements` is absent — statements that have been running for a long time; and
+"Key Metrics to Watch" (`get_key_metrics`: every rate of the table in one round trip).
 """
 
 from __future__ import annotations
@@ -183,3 +184,90 @@ async def count_errors_matching(db: AppDatabase, pattern: str, window_s: int = 3
         {"window": timedelta(seconds=window_s), "pattern": pattern},
     )
     return int(rows[0][0])
+
+
+class KeyMetrics(BaseModel):
+    """Runbook "Key Metrics to Watch" as the app database shows them, over one window ending at
+    `until`: replies and their errors and P99 latency (`messages`), conversation outcomes
+    (`conversations`) and the app's own sessions (`pg_stat_activity`). A rate over nothing is
+    None (no data), never 0."""
+
+    model_config = ConfigDict(frozen=True)
+
+    window_s: int
+    until: datetime
+    replies: int
+    errors: int
+    p99_latency_s: float | None
+    outcomes: int  # conversations that reached an outcome (resolved or escalated) in the window
+    ai_resolved: int
+    escalated: int
+    app_connections: int
+
+    @staticmethod
+    def _pct(part: int, whole: int) -> float | None:
+        return round(100.0 * part / whole, 2) if whole else None
+
+    @property
+    def error_rate_pct(self) -> float | None:
+        return self._pct(self.errors, self.replies)
+
+    @property
+    def automation_rate_pct(self) -> float | None:
+        """Share of the window's outcomes the AI resolved without a human."""
+        return self._pct(self.ai_resolved, self.outcomes)
+
+    @property
+    def escalation_rate_pct(self) -> float | None:
+        """Share of the window's outcomes handed to a human (status `escalated`)."""
+        return self._pct(self.escalated, self.outcomes)
+
+
+# One round trip (docs/policy.md "Key metrics: the SQL"). The window is (until - window, until];
+# `until` defaults to the server's now().
+_KEY_METRICS_SQL = """
+WITH bounds AS (SELECT coalesce(%(until)s::timestamptz, now()) AS hi),
+replies AS (
+    SELECT count(*) AS replies,
+           count(*) FILTER (WHERE m.metadata->>'error' IS NOT NULL) AS errors,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY (m.metadata->>'latency_ms')::float8)
+               FILTER (WHERE m.metadata ? 'latency_ms') AS p99_ms
+    FROM messages m, bounds b
+    WHERE m.role = 'assistant' AND m.created_at > b.hi - %(window)s AND m.created_at <= b.hi),
+outcomes AS (
+    SELECT count(*) AS outcomes,
+           count(*) FILTER (WHERE c.status = 'resolved' AND c.resolved_by = 'ai') AS ai,
+           count(*) FILTER (WHERE c.status = 'escalated') AS escalated
+    FROM conversations c, bounds b
+    WHERE c.status IN ('resolved', 'escalated')
+      AND c.updated_at > b.hi - %(window)s AND c.updated_at <= b.hi),
+sessions AS (
+    SELECT count(*) AS app FROM pg_stat_activity
+    WHERE backend_type = 'client backend' AND datname = current_database()
+      AND pid <> pg_backend_pid())
+SELECT r.replies, r.errors, r.p99_ms, o.outcomes, o.ai, o.escalated, s.app, b.hi
+FROM replies r, outcomes o, sessions s, bounds b
+"""
+
+
+@task(name="get-key-metrics", retries=0)
+async def get_key_metrics(
+    db: AppDatabase, window_s: int = 300, until: datetime | None = None
+) -> KeyMetrics:
+    """Error rate, P99 latency, automation and escalation rate and the app's sessions, in one
+    SQL round trip (the key-metrics watch runs every minute: it must stay cheap)."""
+    rows = await _fetch(
+        db, _KEY_METRICS_SQL, {"window": timedelta(seconds=window_s), "until": until}
+    )
+    replies, errors, p99_ms, outcomes, ai, escalated, app, hi = rows[0]
+    return KeyMetrics(
+        window_s=window_s,
+        until=hi,
+        replies=int(replies),
+        errors=int(errors),
+        p99_latency_s=round(float(p99_ms) / 1000, 3) if p99_ms is not None else None,
+        outcomes=int(outcomes),
+        ai_resolved=int(ai),
+        escalated=int(escalated),
+        app_connections=int(app),
+    )

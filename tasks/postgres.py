@@ -1,15 +1,20 @@
-"""The platform's Postgres (runbook: Health Checks → Check Database, and §2/§4 diagnosis)."""
+"""The platform's Postgres (runbook: Health Checks → Check Database, and §2/§4 diagnosis),
+and the maintenance window's `VACUUM (ANALYZE)` of the largest tables."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import psycopg
 from prefect import task
+from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from blocks.app_database import AppDatabase
 from blocks.policy import Policy
 from runbook.domain import CheckResult, Status, classify
+from runbook.errors import PermanentError, TransientError
 from tasks.observe import observe, result
 
 COMPONENT = "postgres"
@@ -150,3 +155,58 @@ async def get_pg_table_sizes(db: AppDatabase) -> CheckResult:
         return result("pg_table_sizes", COMPONENT, Status.OK, summary, tables=tables)
 
     return await observe("pg_table_sizes", COMPONENT, probe)
+
+
+class Tables(BaseModel):
+    """Tables by total size, largest first (schema-qualified)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    names: tuple[str, ...]
+    bytes: tuple[int, ...]
+
+
+@task(name="get-largest-tables", retries=0)
+async def get_largest_tables(db: AppDatabase, limit: int = 5) -> Tables:
+    """The `limit` largest user tables (what the maintenance window vacuums)."""
+    async with await db.get_client() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "SELECT schemaname, relname, pg_total_relation_size(relid)"
+            " FROM pg_catalog.pg_stat_user_tables"
+            " ORDER BY pg_total_relation_size(relid) DESC, relname LIMIT %s",
+            (limit,),
+        )
+        rows = await cur.fetchall()
+    return Tables(
+        names=tuple(f"{schema}.{name}" for schema, name, _ in rows),
+        bytes=tuple(int(size) for _, _, size in rows),
+    )
+
+
+def _identifier(table: str) -> sql.Identifier:
+    schema, dot, name = table.partition(".")
+    return sql.Identifier(schema, name) if dot else sql.Identifier(schema)
+
+
+@task(name="vacuum-analyze", retries=0)
+async def vacuum_analyze(
+    db: AppDatabase, tables: list[str], timeout_s: int = 900
+) -> dict[str, Any]:
+    """`VACUUM (ANALYZE) t1, t2, …` in one statement (outside a transaction, as VACUUM must be),
+    bounded by `timeout_s`. Changes no data; needs a role that owns the tables."""
+    if not tables:
+        return {"tables": [], "seconds": 0.0}
+    statement = sql.SQL("VACUUM (ANALYZE) {}").format(
+        sql.SQL(", ").join(_identifier(t) for t in tables)
+    )
+    started = time.perf_counter()
+    try:
+        async with await db.get_client() as conn:
+            timeout = sql.SQL("SET statement_timeout = {}").format(int(timeout_s) * 1000)
+            await conn.execute(timeout)
+            await conn.execute(statement)
+    except psycopg.OperationalError as exc:
+        raise TransientError(f"{COMPONENT}: VACUUM: {type(exc).__name__}") from None
+    except psycopg.Error as exc:
+        raise PermanentError(f"{COMPONENT}: VACUUM refused: {type(exc).__name__}") from None
+    return {"tables": list(tables), "seconds": round(time.perf_counter() - started, 2)}
