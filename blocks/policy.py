@@ -51,6 +51,8 @@ class Policy(RunbookBlock, PolicyRules):
             extra["scale_down_cooldown_s"] = settings.scale_down_cooldown_s
         if settings.model_switch_min_interval_s is not None:
             extra["model_switch_min_interval_s"] = settings.model_switch_min_interval_s
+        if settings.store_key_grace_s is not None:
+            extra["store_key_grace_s"] = settings.store_key_grace_s
         return cls().model_copy(update=extra).with_floor(floor)
 
     @classmethod
@@ -69,6 +71,15 @@ class Policy(RunbookBlock, PolicyRules):
             problems = [one_problem(e) for e in exc.errors()]
             log.error("Policy block refused, using the floor: %s", "; ".join(problems))
         policy = cls.from_settings(settings) if block is None else block.with_floor(floor)
+        env_name = name or settings.environment
+        only = [e.strip() for e in settings.auto_approve_environments.split(",") if e.strip()]
+        if policy.auto_approve and only and env_name not in only:
+            # one process may act on several environments (db-migrate: staging, then
+            # production): auto-approve only where the environment says so
+            log.warning(
+                "Policy: auto_approve ignored for %r (RUNBOOK_AUTO_APPROVE_ENVIRONMENTS)", env_name
+            )
+            policy = policy.model_copy(update={"auto_approve": False})
         policy._problems = problems + policy._problems
         redact.register_model(policy)
         return policy

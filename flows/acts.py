@@ -2,21 +2,34 @@
 
 A flow's `decide()` returns an `ActSpec` (runbook/plan.py); `IncidentRun.execute()` looks the
 executor up here and runs it through the safety core. Every mutation is one Railway or RDS task
-call; `reconcile` reads the platform to learn whether an act whose answer was lost happened.
+call (a security act: one app-database statement, or one OpenAI admin call plus the variable it
+fills; a migration: one Alembic command on the environment's app database); `reconcile`
+reads the platform to learn whether an act whose answer was lost happened.
+No executor returns a secret: the ledger records what they return.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from blocks.app_database import AppDatabase
+from blocks.openai_admin import OpenAiAdmin
 from blocks.railway import Railway
 from blocks.rds import Rds
 from blocks.statuspage import CustomerStatusPage
-from runbook.errors import ConfigurationError, PermanentError
-from runbook.plan import MODEL_VARIABLE, POOL_VARIABLE, QUEUE_VARIABLE, ActionName
-from tasks import railway, rds, statuspage
+from runbook.errors import ConfigurationError, OutcomeUnknown, PermanentError, RunbookError
+from runbook.plan import (
+    MAINTENANCE_VARIABLE,
+    MODEL_VARIABLE,
+    POOL_VARIABLE,
+    QUEUE_VARIABLE,
+    ActionName,
+)
+from tasks import app_keys, migrations, openai_admin, postgres, railway, rds, statuspage
 
 Params = dict[str, Any]
 
@@ -28,6 +41,21 @@ class Platform:
     railway: Railway
     rds: Rds | None = None
     status_page: CustomerStatusPage | None = None
+    app_db: AppDatabase | None = None  # store keys (Security Procedures)
+    openai_admin: OpenAiAdmin | None = None  # the OpenAI project's keys
+
+    def need_app_db(self) -> AppDatabase:
+        if self.app_db is None:
+            raise ConfigurationError("this act needs the app database block")
+        return self.app_db
+
+    def need_openai_admin(self) -> OpenAiAdmin:
+        if self.openai_admin is None or not self.openai_admin.configured:
+            raise ConfigurationError(
+                "the OpenAI admin API is not configured (RUNBOOK_OPENAI_ADMIN_KEY,"
+                " RUNBOOK_OPENAI_PROJECT_ID)"
+            )
+        return self.openai_admin
 
     def need_rds(self) -> Rds:
         if self.rds is None:
@@ -122,9 +150,15 @@ async def _class_modified(p: Platform, params: Params) -> bool:
 
 async def _open_status(p: Platform, params: Params) -> dict[str, Any]:
     page = p.need_status_page()
-    components: dict[str, Any] = dict.fromkeys(page.components, "major_outage")
+    state = str(params.get("component_status", "major_outage"))  # or under_maintenance
+    components: dict[str, Any] = dict.fromkeys(page.components, state)
     incident = await statuspage.create_incident(
-        page, str(params["name"]), str(params["body"]), components=components
+        page,
+        str(params["name"]),
+        str(params["body"]),
+        status=params.get("status", "investigating"),
+        impact=params.get("impact", "major"),
+        components=components,
     )
     return {"status_incident": incident.id, "name": incident.name}
 
@@ -135,8 +169,11 @@ async def _status_opened(p: Platform, params: Params) -> bool:
 
 
 async def _update_status(p: Platform, params: Params) -> dict[str, Any]:
+    page = p.need_status_page()
+    state = params.get("component_status")  # e.g. under_maintenance while a window runs
+    components: dict[str, Any] | None = dict.fromkeys(page.components, state) if state else None
     incident = await statuspage.update_incident(
-        p.need_status_page(), params["status_incident"], params["status"], params["body"]
+        page, params["status_incident"], params["status"], params["body"], components=components
     )
     return {"status_incident": incident.id, "status": incident.status}
 
@@ -158,6 +195,155 @@ async def _status_resolved(p: Platform, params: Params) -> bool:
     return incident.status == "resolved"
 
 
+# -- Security Procedures ------------------------------------------------------------------------
+async def _issue_store_key(p: Platform, params: Params) -> dict[str, Any]:
+    key = await app_keys.insert_store_key(
+        p.need_app_db(), params["store_id"], params["key_prefix"], params["key_sha256"]
+    )
+    return {"key_id": key.id, "store_id": key.store_id, "key_prefix": key.key_prefix}
+
+
+async def _store_key_issued(p: Platform, params: Params) -> bool:
+    return await app_keys.get_key_by_hash(p.need_app_db(), params["key_sha256"]) is not None
+
+
+async def _revoke_issued_key(p: Platform, params: Params) -> dict[str, Any]:
+    """Undo of an issue: the new key is revoked (nobody must hold a key we do not stand by)."""
+    db = p.need_app_db()
+    key = await app_keys.get_key_by_hash(db, params["key_sha256"])
+    revoked = await app_keys.revoke_store_keys(db, key.store_id, [key.id]) if key else []
+    return {"revoked": revoked}
+
+
+async def _revoke_store_keys(p: Platform, params: Params) -> dict[str, Any]:
+    ids = [int(i) for i in params["key_ids"]]
+    revoked = await app_keys.revoke_store_keys(p.need_app_db(), params["store_id"], ids)
+    return {"store_id": params["store_id"], "revoked": revoked}
+
+
+async def _store_keys_revoked(p: Platform, params: Params) -> bool:
+    wanted = {int(i) for i in params["key_ids"]}
+    keys = await app_keys.get_store_keys(p.need_app_db(), [params["store_id"]])
+    return all(k.revoked_at is not None for k in keys if k.id in wanted)
+
+
+async def _disable_keys(p: Platform, params: Params) -> dict[str, Any]:
+    ids = [int(i) for i in params["key_ids"]]
+    return {"disabled": await app_keys.disable_store_keys(p.need_app_db(), ids)}
+
+
+async def _keys_disabled(p: Platform, params: Params) -> bool:
+    wanted = {int(i) for i in params["key_ids"]}
+    keys = await app_keys.get_store_keys(p.need_app_db(), list(params["stores"]))
+    return all(not k.live for k in keys if k.id in wanted)
+
+
+async def _issue_openai_key(p: Platform, params: Params) -> dict[str, Any]:
+    """A new service account, and its key (shown this once) straight into the platform variable
+    with skipDeploys: the value never leaves these two calls."""
+    admin = p.need_openai_admin()
+    account = await openai_admin.create_service_account(admin, params["service_account_name"])
+    try:
+        await railway.set_secret_variable(
+            p.railway, params["variable"], account.api_key, skip_deploys=True
+        )
+    except OutcomeUnknown:
+        raise  # it may be set: the safety core reads the platform, a human looks
+    except RunbookError as exc:  # stored nowhere: retire the account, no orphan key stays live
+        with contextlib.suppress(RunbookError):
+            await openai_admin.delete_service_account(admin, account.id)
+        raise PermanentError(f"{exc}; the new service account was retired again") from None
+    return {
+        "service_account_id": account.id,
+        "key_id": account.key_id,
+        "variable": params["variable"],
+        "skip_deploys": True,
+    }
+
+
+async def _revoke_openai_key(p: Platform, params: Params) -> dict[str, Any]:
+    admin = p.need_openai_admin()
+    if params.get("owner") == "service_account" and params.get("service_account_id"):
+        live = await openai_admin.delete_service_account(admin, params["service_account_id"])
+    else:
+        live = await openai_admin.delete_api_key(admin, params["key_id"])
+    return {"revoked": params["key_id"], "was_live": live}
+
+
+async def _openai_key_revoked(p: Platform, params: Params) -> bool:
+    keys = await openai_admin.get_project_keys(p.need_openai_admin())
+    return all(k.id != params["key_id"] for k in keys)
+
+
+# -- Maintenance Windows ------------------------------------------------------------------------
+async def _schedule_status(p: Platform, params: Params) -> dict[str, Any]:
+    page = p.need_status_page()
+    window = await statuspage.schedule_maintenance(
+        page,
+        str(params["name"]),
+        str(params["body"]),
+        datetime.fromisoformat(str(params["scheduled_for"])),
+        datetime.fromisoformat(str(params["scheduled_until"])),
+        components=list(page.components),
+    )
+    return {"status_incident": window.id, "name": window.name}
+
+
+async def _complete_status(p: Platform, params: Params) -> dict[str, Any]:
+    page = p.need_status_page()
+    components: dict[str, Any] = dict.fromkeys(page.components, "operational")
+    incident = await statuspage.update_incident(
+        page, params["status_incident"], "completed", params["body"], components=components
+    )
+    return {"status_incident": incident.id, "status": incident.status}
+
+
+async def _status_completed(p: Platform, params: Params) -> bool:
+    incident = await statuspage.get_incident(p.need_status_page(), params["status_incident"])
+    return incident.status == "completed"
+
+
+async def _apply_pending(p: Platform, params: Params) -> dict[str, Any]:
+    change = await rds.modify_db_instance_class(
+        p.need_rds(), str(params["instance_class"]), apply_immediately=True
+    )
+    return change.model_dump()
+
+
+async def _pending_applied(p: Platform, params: Params) -> bool:
+    instance = await rds.get_db_instance(p.need_rds())
+    return instance.instance_class == params["instance_class"] or instance.status == "modifying"
+
+
+async def _vacuum(p: Platform, params: Params) -> dict[str, Any]:
+    tables = [str(t) for t in params["tables"]]
+    return await postgres.vacuum_analyze(p.need_app_db(), tables, int(params["timeout_s"]))
+
+
+# -- Deployment Procedures: database migrations (the environment's app database) ---------------
+async def _upgrade(p: Platform, params: Params) -> dict[str, Any]:
+    change = await migrations.upgrade_database(p.need_app_db(), str(params["revision"]))
+    return change.model_dump()
+
+
+async def _upgraded(p: Platform, params: Params) -> bool:
+    state = await migrations.get_migration_state(p.need_app_db(), str(params["revision"]))
+    return params["revision"] in state.applied
+
+
+async def _downgrade(p: Platform, params: Params) -> dict[str, Any]:
+    change = await migrations.downgrade_database(
+        p.need_app_db(), str(params["from_revision"]), str(params["to_revision"])
+    )
+    return change.model_dump()
+
+
+async def _downgraded(p: Platform, params: Params) -> bool:
+    state = await migrations.get_migration_state(p.need_app_db())
+    to = params["to_revision"]
+    return state.db_heads == (() if to == migrations.BASE else (to,))
+
+
 EXECUTORS: dict[ActionName, Executor] = {
     ActionName.SWITCH_MODEL: _variable(MODEL_VARIABLE),
     ActionName.RESTORE_MODEL: _variable(MODEL_VARIABLE),
@@ -174,6 +360,27 @@ EXECUTORS: dict[ActionName, Executor] = {
     ActionName.OPEN_STATUS_INCIDENT: Executor(act=_open_status, reconcile=_status_opened),
     ActionName.UPDATE_STATUS_INCIDENT: Executor(act=_update_status, reconcile=_status_is),
     ActionName.RESOLVE_STATUS_INCIDENT: Executor(act=_resolve_status, reconcile=_status_resolved),
+    ActionName.ISSUE_STORE_KEY: Executor(
+        act=_issue_store_key, reconcile=_store_key_issued, undo=_revoke_issued_key
+    ),
+    ActionName.REVOKE_STORE_KEY: Executor(act=_revoke_store_keys, reconcile=_store_keys_revoked),
+    ActionName.DISABLE_API_KEY: Executor(act=_disable_keys, reconcile=_keys_disabled),
+    ActionName.ISSUE_OPENAI_KEY: Executor(act=_issue_openai_key),
+    ActionName.REVOKE_OPENAI_KEY: Executor(act=_revoke_openai_key, reconcile=_openai_key_revoked),
+    ActionName.ENABLE_MAINTENANCE_MODE: _variable(MAINTENANCE_VARIABLE),
+    ActionName.DISABLE_MAINTENANCE_MODE: _variable(MAINTENANCE_VARIABLE),
+    ActionName.SCHEDULE_STATUS_MAINTENANCE: Executor(
+        act=_schedule_status, reconcile=_status_opened
+    ),
+    ActionName.COMPLETE_STATUS_MAINTENANCE: Executor(
+        act=_complete_status, reconcile=_status_completed
+    ),
+    ActionName.APPLY_PENDING_DB_MODIFICATIONS: Executor(
+        act=_apply_pending, reconcile=_pending_applied
+    ),
+    ActionName.VACUUM_ANALYZE: Executor(act=_vacuum),
+    ActionName.MIGRATION_UPGRADE: Executor(act=_upgrade, reconcile=_upgraded),
+    ActionName.MIGRATION_DOWNGRADE: Executor(act=_downgrade, reconcile=_downgraded),
 }
 
 
@@ -200,6 +407,20 @@ _DONE = {
     ActionName.OPEN_STATUS_INCIDENT: "customers told on the status page: {name}",
     ActionName.UPDATE_STATUS_INCIDENT: "status page updated: {status}",
     ActionName.RESOLVE_STATUS_INCIDENT: "status page incident resolved",
+    ActionName.ISSUE_STORE_KEY: "new API key {key_prefix}… issued for {store_id}",
+    ActionName.REVOKE_STORE_KEY: "previous API keys of {store_id} revoked",
+    ActionName.DISABLE_API_KEY: "API keys of {stores} disabled",
+    ActionName.ISSUE_OPENAI_KEY: "new service account {service_account_name}; OPENAI_API_KEY set",
+    ActionName.REVOKE_OPENAI_KEY: "old OpenAI key {key_id} revoked",
+    ActionName.ENABLE_MAINTENANCE_MODE: "maintenance mode on (MAINTENANCE_MODE=true)",
+    ActionName.DISABLE_MAINTENANCE_MODE: "maintenance mode off (MAINTENANCE_MODE=false)",
+    ActionName.SCHEDULE_STATUS_MAINTENANCE: "maintenance announced on the status page: {name}",
+    ActionName.COMPLETE_STATUS_MAINTENANCE: "status page maintenance completed",
+    ActionName.APPLY_PENDING_DB_MODIFICATIONS: "RDS pending change applied: {instance_class}",
+    ActionName.VACUUM_ANALYZE: "VACUUM (ANALYZE) of {tables}",
+    ActionName.MIGRATION_UPGRADE: "{environment} database migrated to {revision}",
+    ActionName.MIGRATION_DOWNGRADE: "{environment} database downgraded {from_revision} →"
+    " {to_revision}",
 }
 
 

@@ -184,7 +184,7 @@ async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: s
         glass = bool(
             request.break_glass and policy.break_glass_after_s and approved_by and number >= 2
         )
-        timeout_s = policy.approval_timeout_s
+        timeout_s = request.approval_timeout_s or policy.approval_timeout_s
         if glass and policy.break_glass_after_s:
             timeout_s = min(timeout_s, policy.break_glass_after_s)
         if stored is None or stored.status is not ApprovalStatus.WAITING:
@@ -351,10 +351,12 @@ def suspendable() -> bool:
     return bool(run and run.deployment_id and not run.parent_task_run_id)
 
 
-async def request_approval(request: ActionRequest) -> Approval:
+async def request_approval(request: ActionRequest, *, keep_process: bool = False) -> Approval:
     """Wait for the approvals `request` needs: suspended in a deployment run, else in the
-    approval-gate subflow, whose failure (Prefect's pause timeout) means "not approved"."""
-    if suspendable():
+    approval-gate subflow, whose failure (Prefect's pause timeout) means "not approved".
+    `keep_process`: always the subflow (a flow that holds a one-time secret in memory across
+    the approval cannot rerun from the top)."""
+    if suspendable() and not keep_process:
         return await suspended_gate(request)
     state = await approval_gate(request, return_state=True)
     if state.is_completed():
@@ -371,7 +373,8 @@ async def request_approval(request: ActionRequest) -> Approval:
             glass = await approvals_break_glass_pause(request, str(run_id), first.approver, policy)
             if glass is not None:
                 return glass
-    why = f"no approval within {policy.approval_timeout_s} s ({state.name})"
+    waited = request.approval_timeout_s or policy.approval_timeout_s
+    why = f"no approval within {waited} s ({state.name})"
     async with await opsdb.connect() as conn:
         await approvals.time_out_paused(conn, request.idempotency_key, why)
     return Approval(approved=False, reason=why, code=ApprovalCode.TIMED_OUT)

@@ -14,6 +14,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from prefect import get_run_logger
@@ -29,7 +30,7 @@ from runbook import approvals, incidents, opsdb, slack_text, timeline
 from runbook.actions import ActionRequest
 from runbook.errors import PermanentError
 from runbook.plan import ActSpec
-from runbook.safety import Act, ActOutcome, Reconcile, perform
+from runbook.safety import Act, ActOutcome, Approver, Reconcile, perform
 from runbook.safety import Probe as StillNeeded
 from runbook.settings import get_settings
 from runbook.verify import Undo, verify_or_undo
@@ -73,6 +74,9 @@ class IncidentRun:
         self.outcomes: list[ActOutcome] = []
         self.resolved_before_start = False
         self.from_incident = False  # opened by the intake (an alert), not a manual/scheduled run
+        # wait for approvals in this process (paused), never suspended: for flows that hold a
+        # one-time secret in memory across an approval (a rerun from the top would lose it)
+        self.keep_process = False
         self.requested_by = get_settings().requested_by
         ctx = FlowRunContext.get()
         self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
@@ -164,14 +168,16 @@ class IncidentRun:
         act: Act,
         reconcile: Reconcile | None = None,
         still_needed: StillNeeded | None = None,
+        approve: Approver | None = None,
     ) -> ActOutcome:
-        """Perform through the safety core (approval, ledger, budget, dry-run)."""
+        """Perform through the safety core (approval, ledger, budget, dry-run). `approve`
+        replaces the approval gate (e.g. an approval given ahead, at maintenance notice time)."""
         outcome = await perform(
             request,
             policy=self.policy,
             act=act,
             dry_run=self.dry_run,
-            approve=request_approval,
+            approve=approve or partial(request_approval, keep_process=self.keep_process),
             page=page,
             reconcile=reconcile,
             still_needed=still_needed,
@@ -226,11 +232,13 @@ class IncidentRun:
         evidence: dict[str, Any],
         *,
         still_needed: StillNeeded | None = None,
+        approve: Approver | None = None,
     ) -> ActOutcome:
         """Perform a decided act (no verify): the executor table, through the safety core."""
         act, reconcile, _ = self._calls(spec, platform)
         return await self.act(
             self.request_for(spec, evidence),
+            approve=approve,
             act=act,
             reconcile=reconcile,
             still_needed=still_needed,

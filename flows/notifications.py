@@ -54,7 +54,8 @@ async def _send(notice: Notice) -> None:
         email = await Email.resolve()
         mail = send_email if _in_run() else send_email.fn
         subject = str(notice.details.get("subject") or notice.body.splitlines()[0][:120])
-        await mail(email, subject, notice.body)
+        to = notice.details.get("to")
+        await mail(email, subject, notice.body, [str(a) for a in to] if to else None)
         return
     pagerduty = await PagerDuty.resolve()
     details = dict(notice.details)
@@ -169,13 +170,17 @@ async def page_failed_run(flow: Any, flow_run: Any, state: Any) -> None:
     )
 
 
-async def notify_email(subject: str, body: str) -> bool:
-    """Mail the ops mailbox (runbook "Alert Channels": ops@example.com) through the outbox; False
-    when it did not go now (or email is not configured: then it is logged, not retried)."""
+async def notify_email(subject: str, body: str, to: list[str] | None = None) -> bool:
+    """Mail the ops mailbox (runbook "Alert Channels": ops@example.com), or `to` (one of our own
+    contacts, e.g. Security), through the outbox; False when it did not go now (or email is not
+    configured: then it is logged, not retried). Never for secrets: the outbox keeps the body."""
     if not (await Email.resolve()).configured:
         _logger().info("email not configured (RUNBOOK_SMTP_HOST): %s", subject)
         return False
-    return await _queue_and_send("email", body, {"subject": subject})
+    details: dict[str, Any] = {"subject": subject}
+    if to:
+        details["to"] = list(to)
+    return await _queue_and_send("email", body, details)
 
 
 async def resolve_page(incident_id: str) -> bool:

@@ -19,6 +19,15 @@ FLOWS: dict[str, str] = {
     "deploy-watch": "flows.deployment:deploy_watch",
     "manual-deploy": "flows.deployment:manual_deploy",
     "rollback": "flows.deployment:rollback",
+    "db-migrate": "flows.migrations:db_migrate",
+    "db-downgrade": "flows.migrations:db_downgrade",
+    "rotate-store-key": "flows.rotate_store_key:rotate_store_key",
+    "rotate-openai-key": "flows.rotate_openai_key:rotate_openai_key",
+    "security-incident": "flows.security_incident:security_incident",
+    "metrics-watch": "flows.metrics_watch:metrics_watch",
+    "maintenance-notice": "flows.maintenance:maintenance_notice",
+    "scheduled-maintenance": "flows.maintenance:scheduled_maintenance",
+    "emergency-maintenance": "flows.emergency_maintenance:emergency_maintenance",
 }
 
 

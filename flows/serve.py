@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,16 @@ def schedules_from_yaml(path: Path | None = None) -> dict[str, list[CronSchedule
     return found
 
 
-async def build_deployments(with_schedules: bool = True) -> list[Any]:
+async def build_deployments(
+    with_schedules: bool = True, only: Collection[str] | None = None
+) -> list[Any]:
+    """Every flow (or `only` these) as the deployment `serve` registers, with its schedules."""
     name = get_settings().deployment_name
     schedules = schedules_from_yaml() if with_schedules else {}
     deployments = []
     for flow_name in FLOWS:
+        if only is not None and flow_name not in only:
+            continue
         flow_obj = load_flow(flow_name)
         deployments.append(
             await flow_obj.ato_deployment(

@@ -37,6 +37,15 @@ BUILT_FLOWS = frozenset(
         "deploy-watch",
         "manual-deploy",
         "rollback",
+        "db-migrate",
+        "db-downgrade",
+        "rotate-store-key",
+        "rotate-openai-key",
+        "security-incident",
+        "metrics-watch",
+        "maintenance-notice",
+        "scheduled-maintenance",
+        "emergency-maintenance",
     }
 )
 # Runbook sections the table already routes to whose flow is not built yet. Their alerts are

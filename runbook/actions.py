@@ -43,6 +43,13 @@ class ActionRequest(BaseModel):
     requested_by: str | None = Field(
         None, description="who asked for the run (a manual run's --as): never its approver"
     )
+    approval_timeout_s: int | None = Field(
+        None,
+        ge=60,
+        le=86_400,
+        description="wait this long for the approval instead of the Policy's approval_timeout_s"
+        " (an approval asked ahead of time: the maintenance notice)",
+    )
 
     @property
     def idempotency_key(self) -> str:

@@ -19,6 +19,8 @@ from runbook.policy import PolicyRules
 MODEL_VARIABLE = "DEFAULT_MODEL"  # the platform variable that picks the LLM
 POOL_VARIABLE = "DATABASE_POOL_SIZE"
 QUEUE_VARIABLE = "REQUEST_QUEUE_ENABLED"
+OPENAI_KEY_VARIABLE = "OPENAI_API_KEY"  # the platform variable with the app's OpenAI key
+MAINTENANCE_VARIABLE = "MAINTENANCE_MODE"  # the app answers customers with a maintenance page
 
 
 class ActionName(StrEnum):
@@ -37,6 +39,22 @@ class ActionName(StrEnum):
     DEPLOY_COMMIT = "deploy_commit"  # Deployment Procedures: manual deploy
     SET_SERVICE_LIMITS = "set_service_limits"  # Scaling: vertical (it redeploys)
     MODIFY_DB_INSTANCE_CLASS = "modify_db_instance_class"  # Scaling: RDS resize
+    # Deployment Procedures: database migrations (the app's Alembic scripts)
+    MIGRATION_UPGRADE = "migration_upgrade"  # `alembic upgrade <revision>`
+    MIGRATION_DOWNGRADE = "migration_downgrade"  # `alembic downgrade -1`
+    # Security Procedures
+    ISSUE_STORE_KEY = "issue_store_key"  # a new store API key (its hash in the app database)
+    REVOKE_STORE_KEY = "revoke_api_key"  # a store's previous keys, after rotation
+    DISABLE_API_KEY = "disable_api_key"  # contain a security incident: the affected store keys
+    ISSUE_OPENAI_KEY = "issue_openai_key"  # new service account, its key into OPENAI_API_KEY
+    REVOKE_OPENAI_KEY = "revoke_openai_key"  # the old key / service account, after rotation
+    # Maintenance Windows
+    ENABLE_MAINTENANCE_MODE = "enable_maintenance_mode"
+    DISABLE_MAINTENANCE_MODE = "disable_maintenance_mode"
+    SCHEDULE_STATUS_MAINTENANCE = "schedule_status_maintenance"  # the 48-hour notice
+    COMPLETE_STATUS_MAINTENANCE = "complete_status_maintenance"
+    APPLY_PENDING_DB_MODIFICATIONS = "apply_pending_db_modifications"  # e.g. a deferred resize
+    VACUUM_ANALYZE = "vacuum_analyze"
 
 
 class ActSpec(BaseModel):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Self
+import re
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field, PrivateAttr, SecretStr, model_validator
 
@@ -22,6 +23,11 @@ from runbook.settings import Settings
 log = logging.getLogger("runbook.policy")
 
 _CLASS_RANK = {"read": 0, "safe": 1, "destructive": 2}
+
+# Runbook "Maintenance Windows" → "Perform updates": what the Sunday window may do, in order
+MaintenanceStep = Literal["migrations", "redeploy", "rds_pending", "vacuum"]
+MAINTENANCE_STEPS: tuple[MaintenanceStep, ...] = ("migrations", "redeploy", "rds_pending", "vacuum")
+_HHMM = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
 
 
 class Threshold(BaseModel):
@@ -69,7 +75,20 @@ def _default_action_classes() -> dict[str, str]:
         "failover_db": "destructive",
         "disable_api_key": "destructive",
         "revoke_api_key": "destructive",
+        "issue_store_key": "safe",  # additive; undone by revoking the new key
+        "issue_openai_key": "safe",  # set with skipDeploys: nothing runs on it until a redeploy
+        "revoke_openai_key": "destructive",
+        # a schema change is not undone by us (a downgrade may lose data): approval, unless
+        # the environment's Policy auto-approves (staging)
+        "migration_upgrade": "destructive",
         "migration_downgrade": "destructive",
+        # Maintenance Windows: maintenance mode is bounded by the window and undone at its end
+        "enable_maintenance_mode": "safe",
+        "disable_maintenance_mode": "safe",
+        "schedule_status_maintenance": "safe",
+        "complete_status_maintenance": "safe",
+        "vacuum_analyze": "safe",  # changes no data; bounded by the statement timeout
+        "apply_pending_db_modifications": "destructive",
     }
 
 
@@ -90,6 +109,15 @@ def _default_instance_prices() -> dict[str, float]:
 
 def _default_two_person() -> list[str]:
     return ["modify_db_instance_class"]
+
+
+def _default_preapprove() -> list[MaintenanceStep]:
+    return ["redeploy", "rds_pending"]
+
+
+def _default_step_budgets() -> dict[str, int]:
+    """Seconds each maintenance step may take at most (a step starts only when it fits)."""
+    return {"migrations": 600, "redeploy": 900, "rds_pending": 1800, "vacuum": 900}
 
 
 def _threshold_problems(thresholds: dict[str, Threshold]) -> list[str]:
@@ -187,8 +215,24 @@ class PolicyRules(BaseModel):
         default_factory=_default_instance_prices,
         description="RDS instance class -> USD per hour (the resize form shows the difference)",
     )
+    store_key_grace_s: int = Field(
+        3600,
+        ge=0,
+        le=86_400,
+        description="rotate-store-key: the old key stays valid this long after the new one was"
+        " delivered and verified, before its revocation is asked for",
+    )
+    security_window_s: int = Field(
+        3600, ge=60, le=7 * 86_400, description="security-incident: how far back the access log"
+    )
     max_vcpus: float = Field(8.0, gt=0, le=64, description="vertical scaling cap per replica")
     max_memory_gb: float = Field(16.0, gt=0, le=256, description="vertical scaling cap")
+    pinned_migrations: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Alembic revisions the live app depends on: db-downgrade refuses to undo"
+        " them (as it does the one a live deployment's meta names as `migration`)",
+    )
     action_classes: dict[str, str] = Field(default_factory=_default_action_classes)
     approval_required_for: list[str] = Field(default_factory=lambda: ["destructive"])
     auto_approve: bool = Field(
@@ -207,11 +251,58 @@ class PolicyRules(BaseModel):
     require_code: bool = True
     two_person_actions: list[str] = Field(default_factory=_default_two_person)
 
+    # --- runbook "Key Metrics to Watch" (levels: `thresholds`) and "Maintenance Windows"
+    metrics_window_s: int = Field(
+        300, ge=30, le=3600, description="key-metrics watch: each rate over this many seconds"
+    )
+    maintenance_steps: list[MaintenanceStep] = Field(
+        default_factory=lambda: list(MAINTENANCE_STEPS),
+        description="the updates of the Sunday window, in order",
+    )
+    maintenance_step_budget_s: dict[str, int] = Field(
+        default_factory=_default_step_budgets,
+        description="step -> seconds it may take (60-7200); it starts only when it fits",
+    )
+    maintenance_preapprove: list[MaintenanceStep] = Field(
+        default_factory=_default_preapprove,
+        description="destructive steps whose approval is asked at notice time (48 h ahead),"
+        " bound to the exact steps planned then; the others ask in the window",
+    )
+    maintenance_window_end_utc: str = Field(
+        "04:00", description="HH:MM UTC: every maintenance step and the restore end before it"
+    )
+    maintenance_window_minutes: int = Field(
+        120, ge=15, le=480, description="the window is this long, ending at the end time"
+    )
+    maintenance_restore_reserve_s: int = Field(
+        600, ge=60, le=3600, description="kept free at the end of a window: verify and restore"
+    )
+    maintenance_notice_hours: int = Field(
+        48, ge=1, le=168, description="the notice announces the window this far ahead"
+    )
+    maintenance_preapproval_timeout_s: int = Field(
+        43_200, ge=60, le=86_400, description="how long the notice waits for its approval"
+    )
+    vacuum_largest_tables: int = Field(5, ge=1, le=50, description="VACUUM (ANALYZE) the N largest")
+    emergency_max_minutes: int = Field(
+        60, ge=5, le=240, description="an emergency window never lasts longer"
+    )
+
     _problems: list[str] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _bounded(self) -> Self:
         problems = _threshold_problems(self.thresholds)
+        problems += [
+            f"maintenance_step_budget_s.{k} must be in [60, 7200], got {v}"
+            for k, v in self.maintenance_step_budget_s.items()
+            if not 60 <= v <= 7200
+        ]
+        if not _HHMM.match(self.maintenance_window_end_utc):
+            problems.append(
+                "maintenance_window_end_utc must be HH:MM (UTC), got"
+                f" {self.maintenance_window_end_utc!r}"
+            )
         bad = {k: v for k, v in self.action_classes.items() if v not in _CLASS_RANK}
         problems += [
             f"action_classes.{k} must be read, safe or destructive, got {v!r}"
@@ -295,6 +386,9 @@ class PolicyRules(BaseModel):
 
     def threshold(self, metric: str) -> Threshold:
         return self.thresholds.get(metric) or _default_thresholds()[metric]
+
+    def step_budget_s(self, step: str) -> int:
+        return self.maintenance_step_budget_s.get(step) or _default_step_budgets().get(step, 900)
 
 
 def one_problem(error: object) -> str:

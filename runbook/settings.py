@@ -117,6 +117,16 @@ class Settings(BaseSettings):
     allow_auto_approve: bool = Field(
         False, description="auto-approve is possible at all (demo, staging); off in production"
     )
+    allow_clock_override: bool = Field(
+        False,
+        description="honour a maintenance flow's `now` parameter for the approval given at"
+        " notice time (rehearsals, tests); otherwise that approval counts only in the real window",
+    )
+    auto_approve_environments: str = Field(
+        "",
+        description="comma-separated environments whose Policy may auto-approve (with"
+        " RUNBOOK_ALLOW_AUTO_APPROVE); empty: every environment this process acts on",
+    )
     max_replicas: int = Field(5, ge=1, le=50)
     max_pool_size: int = Field(30, ge=1, le=500)
     destructive_budget_per_hour: int = Field(2, ge=0, le=100)
@@ -142,6 +152,9 @@ class Settings(BaseSettings):
     auto_approve: bool = False
     scale_down_cooldown_s: int | None = None
     model_switch_min_interval_s: int | None = None
+    store_key_grace_s: int | None = Field(
+        None, ge=0, le=86_400, description="the Policy's store_key_grace_s without a block"
+    )
 
     # our own state
     ops_database_url: SecretStr | None = None
@@ -156,6 +169,15 @@ class Settings(BaseSettings):
     # the platform's data stores
     app_database_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432/postgres")
     app_redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # the app's Alembic migrations (db-migrate / db-downgrade)
+    app_staging_database_url: SecretStr | None = Field(
+        None,
+        description="staging's app database (migrations go there first); unset: staging has"
+        " none unless its Runbook App Database block names one — never production's",
+    )
+    app_migrations_path: str = Field(
+        "", description="the app's Alembic script directory (its alembic/ folder with env.py)"
+    )
 
     # Railway
     railway_endpoint: str = "https://backboard.railway.com/graphql/v2"
@@ -195,6 +217,11 @@ class Settings(BaseSettings):
     llm_api_key: SecretStr | None = None
     llm_primary_model: str = "gpt-4o"
     llm_fallback_model: str = "gpt-4o-mini"
+
+    # OpenAI admin API (rotate-openai-key): an admin key, never the app's own key
+    openai_admin_url: str = "https://api.openai.com/v1"
+    openai_admin_key: SecretStr | None = None
+    openai_project_id: str = ""
 
     # DNS of the API host (§5 complete-outage check: `dig api.example.com`)
     api_host: str | None = Field(None, description="default: the host of RUNBOOK_API_URL")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import random
 from datetime import UTC, datetime
@@ -19,19 +18,23 @@ from typing import Any
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from sandbox import store_keys
 from sandbox.behaviour import ChatOutcome
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS stores (
     id text PRIMARY KEY, name text NOT NULL, plan text NOT NULL DEFAULT 'pro',
-    active boolean NOT NULL DEFAULT true, created_at timestamptz NOT NULL DEFAULT now());
+    active boolean NOT NULL DEFAULT true, contact_email text,
+    created_at timestamptz NOT NULL DEFAULT now());
 CREATE TABLE IF NOT EXISTS store_api_keys (
     id bigserial PRIMARY KEY, store_id text NOT NULL REFERENCES stores(id),
     key_prefix text NOT NULL, key_hash text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
-    last_used_at timestamptz, revoked_at timestamptz);
+    last_used_at timestamptz, revoked_at timestamptz, disabled_at timestamptz);
+CREATE INDEX IF NOT EXISTS store_api_keys_hash ON store_api_keys (key_hash);
 CREATE TABLE IF NOT EXISTS access_log (
     id bigserial PRIMARY KEY, ts timestamptz NOT NULL DEFAULT now(), store_id text,
     key_prefix text, ip text, method text, path text, status int);
+CREATE INDEX IF NOT EXISTS access_log_ts ON access_log (ts);
 CREATE TABLE IF NOT EXISTS conversations (
     id bigserial PRIMARY KEY, store_id text NOT NULL, status text NOT NULL
     CHECK (status IN ('open', 'resolved', 'escalated')),
@@ -42,6 +45,8 @@ CREATE TABLE IF NOT EXISTS messages (
     role text NOT NULL CHECK (role IN ('user', 'assistant')), intent text, content text,
     metadata jsonb NOT NULL DEFAULT '{}'::jsonb, created_at timestamptz NOT NULL DEFAULT now());
 CREATE INDEX IF NOT EXISTS messages_created_at ON messages (created_at);
+-- outcomes by when they were reached: what the key-metrics watch reads every minute
+CREATE INDEX IF NOT EXISTS conversations_updated_at ON conversations (updated_at);
 """
 
 STORES = ["store-123", "store-204", "store-318", "store-427", "store-555"]
@@ -51,8 +56,9 @@ SEED_HISTORY = """
 WITH c AS (
   INSERT INTO conversations (store_id, status, resolved_by, created_at, updated_at)
   SELECT (ARRAY['store-123','store-204','store-318','store-427','store-555'])[1 + g %% 5],
-         CASE WHEN g %% 9 = 0 THEN 'escalated' WHEN g %% 31 = 0 THEN 'open' ELSE 'resolved' END,
-         CASE WHEN g %% 9 = 0 OR g %% 31 = 0 THEN NULL WHEN g %% 7 = 0 THEN 'human' ELSE 'ai' END,
+         CASE WHEN g %% 13 = 0 THEN 'escalated' WHEN g %% 31 = 0 THEN 'open' ELSE 'resolved' END,
+         CASE WHEN g %% 13 = 0 OR g %% 31 = 0 THEN NULL WHEN g %% 17 = 0 THEN 'human'
+              ELSE 'ai' END,
          now() - make_interval(secs => 3600 - g * 6), now() - make_interval(secs => 3600 - g * 6)
   FROM generate_series(1, 590) AS g
   RETURNING id, created_at)
@@ -74,7 +80,13 @@ CROSS JOIN (VALUES ('user', 'Where is my order?', 0), ('assistant', 'Let me chec
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return store_keys.hash_key(key)
+
+
+def store_ip(store: str) -> str:
+    """A client address of the store's own servers: each store calls from its own few."""
+    n = STORES.index(store) if store in STORES else len(STORES)
+    return f"198.51.100.{10 * n + random.randint(1, 9)}"
 
 
 async def prepare(url: str, primary_model: str) -> None:
@@ -87,14 +99,10 @@ async def prepare(url: str, primary_model: str) -> None:
         async with conn.transaction():
             for n, store in enumerate(STORES):
                 await conn.execute(
-                    "INSERT INTO stores (id, name) VALUES (%s, %s)", (store, f"Store {n + 1}")
+                    "INSERT INTO stores (id, name, contact_email) VALUES (%s, %s, %s)",
+                    (store, f"Store {n + 1}", store_keys.contact_for(store)),
                 )
-                key = f"sk_store_{store}_{random.getrandbits(64):016x}"
-                await conn.execute(
-                    "INSERT INTO store_api_keys (store_id, key_prefix, key_hash)"
-                    " VALUES (%s, %s, %s)",
-                    (store, key[:14], hash_key(key)),
-                )
+                await store_keys.insert_key(conn, store)  # the store keeps its copy; we forget it
             await conn.execute(SEED_HISTORY, {"model": primary_model})  # type: ignore[arg-type]
             await conn.execute(
                 "INSERT INTO access_log (ts, store_id, key_prefix, ip, method, path, status)"
@@ -161,11 +169,9 @@ class TrafficWriter:
             await cur.executemany(
                 "INSERT INTO access_log (store_id, key_prefix, ip, method, path, status)"
                 " SELECT %s, key_prefix, %s, 'POST', '/v1/chat', %s FROM store_api_keys"
-                " WHERE store_id = %s AND revoked_at IS NULL LIMIT 1",
-                [
-                    (store, f"198.51.100.{random.randint(1, 254)}", 500 if o.error else 200, store)
-                    for o, store, _ in batch
-                ],
+                " WHERE store_id = %s AND revoked_at IS NULL AND disabled_at IS NULL"
+                " ORDER BY id LIMIT 1",
+                [(store, store_ip(store), 500 if o.error else 200, store) for o, store, _ in batch],
             )
 
     async def close(self) -> None:
@@ -175,14 +181,20 @@ class TrafficWriter:
                 await conn.close()
 
 
+# a healthy platform's conversation outcomes (Key Metrics to Watch: automation ≥ 75 %,
+# escalation ≤ 20 %): ~83 % resolved by the AI, ~8 % escalated, ~6 % resolved by a human who
+# stepped in, ~3 % still open; every failed chat is escalated on top
+ESCALATED, STILL_OPEN, HUMAN = 0.08, 0.11, 0.17
+
+
 def _conversation_outcome(outcome: ChatOutcome) -> tuple[str, str | None]:
     """(status, resolved_by): failed chats escalate to a human; a few stay open."""
     roll = random.random()
-    if outcome.error is not None or roll < 0.12:
+    if outcome.error is not None or roll < ESCALATED:
         return "escalated", None
-    if roll < 0.16:
+    if roll < STILL_OPEN:
         return "open", None
-    return "resolved", "human" if roll < 0.25 else "ai"
+    return "resolved", "human" if roll < HUMAN else "ai"
 
 
 class PoolHog:

@@ -19,6 +19,8 @@ A manual deploy (`deploy_commit`) is BUILDING, then DEPLOYING, then live, `deplo
 newer deployment supersedes a pending one (REMOVED). The commit's marker decides the outcome:
 `bad…` goes live and fails ~18 % of chats (the bad-deploy fault), `fa11…` fails its build
 (FAILED, never live), `dead…` crashes on boot (CRASHED, live: the complete-outage fault).
+An `a1e…` commit's deployment names the app's newest Alembic migration (config
+`migration_head`, `sandbox.app_migrations.HEAD`) in its meta as `migration`: its code needs it.
 A second service (`other_service_id`) has deployments of its own, found only by id.
 """
 
@@ -51,11 +53,14 @@ FAULTS = (
     "dns-noanswer",
     "dns-timeout",
     "smtp-down",  # the mail server refuses connections (`sandbox.smtp_sink`)
+    "key-leak",  # an attacker uses some stores' API keys (`sandbox.store_keys`)
+    "openai-key-restricted",  # new OpenAI service-account keys lack model access
 )
 INTEGRATION_TARGETS = ("shopify", "gorgias")
 BAD_COMMIT = "bad"  # commit markers of a manual deploy (see the module docstring)
 FAILING_COMMIT = "fa11"
 CRASHING_COMMIT = "dead"
+MIGRATED_COMMIT = "a1e"  # its deployment meta names the newest migration
 DEPLOY_STAGE_S = 1.0
 _FAULT_OF_DEFECT = {"errors": "bad-deploy", "outage": "complete-outage"}
 
@@ -102,6 +107,7 @@ class Platform:
         self.other_service_id: str = config.get("railway_other_service_id", "svc-sbx-worker")
         self.other_current_id = ""
         self.deploy_stage_s = float(config.get("deploy_stage_s", DEPLOY_STAGE_S))
+        self.migration_head: str | None = config.get("migration_head")
         self._advancing = False
         self.region = "us-west2"
         self.replicas = 2
@@ -221,6 +227,8 @@ class Platform:
         sha = (commit or "").lower()
         crashes = sha.startswith(CRASHING_COMMIT)
         defect = "errors" if sha.startswith(BAD_COMMIT) else "outage" if crashes else None
+        if sha.startswith(MIGRATED_COMMIT) and self.migration_head:  # its code needs it
+            meta = {**meta, "migration": self.migration_head}
         dep = self._new_deployment("BUILDING", defect, commit=commit, meta=meta)
         t0, stage = now(), self.deploy_stage_s
         final = "CRASHED" if crashes else "SUCCESS"

@@ -9,7 +9,8 @@
 
 Run as `python -m sandbox.server CONFIG.json`; when everything answers it writes
 `ready.json` (pid, env) next to the config. SIGTERM or `POST /control/shutdown` stop it cleanly:
-the sandbox database is dropped and embedded servers it started are stopped.
+the sandbox database (and its staging twin,
+`RUNBOOK_APP_STAGING_DATABASE_URL`) is dropped and embedded servers it started are stopped.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from sandbox.app_migrations import HEAD, stamp_baseline
 from sandbox.appdb import prepare
 from sandbox.behaviour import seed_history
 from sandbox.certs import make_certificates
@@ -56,7 +58,7 @@ from sandbox.rds import RdsFront, create_instance
 from sandbox.smtp_sink import SmtpSink
 from sandbox.statuspage_manage import StatuspageManage
 from sandbox.stores import create_database, drop_database, resolve, where, with_db
-from sandbox.support_api import SupportApi
+from sandbox.support_api import StoreAuth, SupportApi
 from sandbox.vendors import OpenAi, Sinks, StatusPages
 
 
@@ -80,6 +82,7 @@ class Sandbox(ControlEndpoints):
         self.ports = config["ports"]
         self.sandbox_id = uuid.uuid4().hex[:8]
         self.dbname = f"runbook_sandbox_{self.sandbox_id}"
+        self.staging_dbname = f"{self.dbname}_staging"
         self.server: _Server | None = None
         self.moto: Any = None
         self.env: dict[str, str] = {}
@@ -97,7 +100,9 @@ class Sandbox(ControlEndpoints):
         self.stores = {"postgres": where(pg_server), "redis": where(redis_server)}
         self.admin_url = pg_server
         await create_database(pg_server, self.dbname)
+        await create_database(pg_server, self.staging_dbname)
         direct = with_db(pg_server, self.dbname)
+        staging = with_db(pg_server, self.staging_dbname)  # the app's staging database
         pg_parts, redis_parts = urlsplit(pg_server), urlsplit(redis_server)
         self.pg_proxy = TcpProxy(
             ports["pg"], pg_parts.hostname or "127.0.0.1", pg_parts.port or 5432
@@ -118,11 +123,14 @@ class Sandbox(ControlEndpoints):
             "railway_environment_id": "env-sbx-production",
             "railway_service_id": "svc-sbx-api",
             "deploy_stage_s": float(c.get("deploy_stage_s", 1.0)),
+            "migration_head": HEAD,
             "llm_api_key": SECRETS["llm_api_key"],
             "langsmith_project_id": f"ls-{self.sandbox_id}",
         }
         self.platform = p = Platform(platform_config)
         await prepare(direct, p.primary_model)
+        await prepare(staging, p.primary_model)
+        await asyncio.to_thread(lambda: [stamp_baseline(url) for url in (direct, staging)])
         self.api = SupportApi(
             p,
             api_db_url=api_db,
@@ -166,6 +174,7 @@ class Sandbox(ControlEndpoints):
             primary_model=p.primary_model,
             fallback_model=p.fallback_model,
             smtp_ca_file=str(certificates.ca_file),
+            staging_db=staging,
         )
         self.extra_env = extra_env(ports)
         await self.api.start()
@@ -191,11 +200,13 @@ class Sandbox(ControlEndpoints):
 
     # -- HTTP -----------------------------------------------------------------------------------
     def apps(self) -> dict[int, Starlette]:
+        store_auth = StoreAuth(self.api)
         api = Starlette(
             routes=[
                 Route("/health", self.api.health),
                 Route("/health/ready", self.api.ready),
                 Route("/v1/chat", self.api.chat, methods=["POST"]),
+                Route("/v1/store", store_auth.whoami),
             ]
         )
         vendors = StatusPages(self.platform)
@@ -235,6 +246,7 @@ class Sandbox(ControlEndpoints):
                 ),
                 Route("/statuspage/v1/pages/{page_id}/incidents/{incident_id}", manage.get),
                 Route("/control/state", self.control_state),
+                Route("/control/store-keys", store_auth.issue_client_key, methods=["POST"]),
                 Route("/control/journal", self.control_journal),
                 Route("/control/sinks/{name}", self.control_sink),
                 Route("/control/inject", self.control_inject, methods=["POST"]),
@@ -320,6 +332,8 @@ class Sandbox(ControlEndpoints):
                 await asyncio.to_thread(self.moto.stop)
         with contextlib.suppress(Exception):
             await drop_database(getattr(self, "admin_url", ""), self.dbname)
+        with contextlib.suppress(Exception):
+            await drop_database(getattr(self, "admin_url", ""), self.staging_dbname)
         embedded.stop_embedded()
 
 

@@ -19,9 +19,11 @@ from typing import Any
 
 import httpx
 from prefect import task
-from pydantic import BaseModel, ConfigDict
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from blocks.railway import Railway
+from runbook import redact
 from runbook.errors import (
     NotAuthorized,
     PermanentError,
@@ -49,6 +51,9 @@ class Deployment(BaseModel):
     can_redeploy: bool
     commit: str | None = None
     service_id: str | None = None  # the Railway service it belongs to (None: not read)
+    # the Alembic revision its code needs, when its meta names one (`migration`): db-downgrade
+    # never undoes it while this deployment is live
+    migration: str | None = None
 
 
 class Deployments(BaseModel):
@@ -190,7 +195,13 @@ def _deployment(node: dict[str, Any]) -> Deployment:
         can_redeploy=bool(node.get("canRedeploy")),
         commit=meta.get("commitHash") if isinstance(meta, dict) else None,
         service_id=node.get("serviceId"),
+        migration=_migration(meta),
     )
+
+
+def _migration(meta: object) -> str | None:
+    named = meta.get("migration") if isinstance(meta, dict) else None
+    return named.strip() if isinstance(named, str) and named.strip() else None
 
 
 _DEPLOYMENT_FIELDS = "id status createdAt canRedeploy canRollback meta serviceId"
@@ -420,4 +431,51 @@ async def set_service_limits(railway: Railway, vcpus: float, memory_gb: float) -
         action="set_service_limits",
         target=railway.service_id,
         detail={"vCPUs": str(vcpus), "memoryGB": str(memory_gb)},
+    )
+
+
+# -- secret variables (rotate-openai-key): values only ever inside a SecretStr -----------------
+@task(name="get-railway-secret-variable", retries=0, cache_policy=NO_CACHE, persist_result=False)
+async def get_secret_variable(railway: Railway, name: str) -> SecretStr | None:
+    """The value of a secret service variable (e.g. OPENAI_API_KEY, to put it back after a failed
+    rotation), or None when it is not set. Registered with the log redaction at once."""
+    data = await _graphql(
+        railway,
+        "query($p: String!, $e: String!, $s: String) {"
+        " variables(projectId: $p, environmentId: $e, serviceId: $s) }",
+        {"p": railway.project_id, "e": railway.environment_id, "s": railway.service_id},
+    )
+    values = data.get("variables") or {}
+    if name not in values or values[name] in (None, ""):
+        return None
+    secret = SecretStr(str(values[name]))
+    redact.register(secret)
+    return secret
+
+
+@task(name="set-railway-secret-variable", retries=0, cache_policy=NO_CACHE)
+async def set_secret_variable(
+    railway: Railway, name: str, value: SecretStr, skip_deploys: bool = True
+) -> Applied:
+    """`railway vars set NAME=…` for a secret, by default without the redeploy that would follow
+    (`skipDeploys: true`: the service picks it up at the next, explicit, redeploy)."""
+    await _graphql(
+        railway,
+        "mutation($input: VariableCollectionUpsertInput!) {"
+        " variableCollectionUpsert(input: $input) }",
+        {
+            "input": {
+                "projectId": railway.project_id,
+                "environmentId": railway.environment_id,
+                "serviceId": railway.service_id,
+                "variables": {name: value.get_secret_value()},
+                "skipDeploys": skip_deploys,
+            }
+        },
+        mutation=True,
+    )
+    return Applied(
+        action="set_variables",
+        target=railway.service_id,
+        detail={name: "***", "skipDeploys": str(skip_deploys).lower()},
     )

@@ -15,8 +15,14 @@ from flows import deployment as dp
 from flows import high_error_rate as her
 from flows import high_latency as hl
 from flows import llm_provider as lp
+from flows import maintenance_plan as mp
+from flows import metrics_watch as mw
+from flows import migrations_plan as mgp
 from flows import rds_resize as rr
+from flows import rotate_openai_key as rok
+from flows import rotate_store_key as rsk
 from flows import scaling as sc
+from flows import security_incident as si
 from flows.acts import EXECUTORS, done_text
 from runbook.actions import ActionClass
 from runbook.plan import ActionName
@@ -25,7 +31,7 @@ from tests.flows.test_decide_incident_flows import errors
 
 pytestmark = pytest.mark.unit
 POLICY = PolicyRules()
-FLOWS = [her, hl, lp, dc, co, sc, rr, dw, dp]
+FLOWS = [her, hl, lp, dc, co, sc, rr, dw, dp, rsk, rok, si, mw, mp, mgp]
 
 
 @pytest.mark.parametrize("module", FLOWS, ids=lambda m: m.__name__)

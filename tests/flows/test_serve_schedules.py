@@ -28,7 +28,8 @@ async def test_serve_uses_the_schedules_of_prefect_yaml() -> None:
     }
     declared = {name: [c.cron for c in crons] for name, crons in schedules_from_yaml().items()}
     assert served == {name: declared.get(name, []) for name in FLOWS}
-    assert served["health-check"] == ["*/5 * * * *"]
+    assert served["metrics-watch"] == ["* * * * *"]
+    assert served["health-check"] == [], "the health check is on demand; metrics-watch watches"
 
 
 def test_an_edited_prefect_yaml_changes_what_serve_schedules(

@@ -55,3 +55,15 @@ def test_langsmith_filter_language() -> None:
         parse_filter("gt(latency")
     with pytest.raises(FilterError):
         parse_filter("explode(latency, 5)")
+
+
+def test_the_app_alembic_project_has_one_head_above_the_baseline() -> None:
+    from alembic.script import ScriptDirectory
+
+    from sandbox import app_migrations
+
+    script = ScriptDirectory.from_config(app_migrations.config("postgresql://u@db:5432/x"))
+    assert script.get_heads() == [app_migrations.HEAD]
+    line = [r.revision for r in script.walk_revisions("base", app_migrations.HEAD)]
+    assert line == [app_migrations.HEAD, app_migrations.BASELINE]
+    assert app_migrations.sqlalchemy_url("postgresql://u@db/x") == "postgresql+psycopg://u@db/x"
