@@ -7,7 +7,9 @@ Follow one deployment to SUCCESS / FAILED / CRASHED (each status change logged a
 timeline; the wait is bounded), read its error logs, then compare the window after it went live
 with the window before (served by the previous deployment). `decide()`:
 
-* a **regression** — error rate after > max(2 x baseline, Policy `error_rate_pct.warn`) from at
+* a **regression** — error rate after > max(2 x baseline, Policy `error_rate_pct.warn`), or,
+  when the baseline was already unhealthy, > max(1.5 x baseline, `error_rate_pct.critical`)
+  (a deploy that makes a bad hour worse is not excused by it), from at
   least `MIN_ERRORS` errors (one stray error in a quiet window is noise), or P99
   after > Policy `p99_latency_s.warn` and > 1.5 x the baseline P99 (baseline unknown: > critical)
   — proposes a rollback to the last known good deployment (destructive: approval);
@@ -133,7 +135,10 @@ def regressions(s: WatchSignals, policy: PolicyRules) -> list[str]:
     """What got worse after the deploy (empty: nothing), by the module docstring's rule."""
     found = []
     errors, p99 = policy.threshold("error_rate_pct"), policy.threshold("p99_latency_s")
-    error_line = max(2 * s.rate_before_pct, errors.warn)
+    error_line = min(
+        max(2 * s.rate_before_pct, errors.warn),
+        max(1.5 * s.rate_before_pct, errors.critical),
+    )
     if s.rate_after_pct > error_line and s.errors_after >= MIN_ERRORS:
         found.append(
             f"error rate {s.rate_after_pct:.2f} % after vs {s.rate_before_pct:.2f} % before"

@@ -66,6 +66,9 @@ def watch(**kw: Any) -> dw.WatchSignals:
         (watch(replies_after=80, errors_after=1), "healthy", "none", False),  # 1 stray error
         (watch(errors_before=8, errors_after=12), "healthy", "none", False),  # 3 % < 2 x 2 %
         (watch(errors_before=8, errors_after=20), "regressed", "rollback", False),  # 5 % > 4 %
+        # an already unhealthy baseline does not excuse a worse deploy: 16 % vs 9.5 %
+        (watch(errors_before=38, errors_after=65), "regressed", "rollback", False),
+        (watch(errors_before=38, errors_after=50), "healthy", "none", False),  # 12.5 % < 14.25 %
         (watch(p99_after_s=6.0), "regressed", "rollback", False),  # > warn and > 1.5 x 2 s
         (watch(p99_before_s=4.5, p99_after_s=6.0), "healthy", "none", False),  # < 1.5 x
         (watch(p99_before_s=None, p99_after_s=8.0), "healthy", "none", False),  # < critical

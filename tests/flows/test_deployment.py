@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from blocks import Railway
+from blocks import AppDatabase, Railway
 from blocks.policy import Policy
 from flows.deployment import deploy_watch, manual_deploy, rollback
 from runbook import opsdb
 from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
-from tasks import railway
+from tasks import app_metrics, railway
 from tests.runbook.test_safety_core import code_from_slack, resume, waiting_gate
 
 pytestmark = pytest.mark.integration
@@ -102,9 +102,21 @@ async def deploy_directly(commit: str) -> str:
     return applied.new_deployment_id
 
 
+async def clean_baseline(window_s: int, timeout: float = 30) -> None:
+    """Wait until the last `window_s` of the app's traffic carry no earlier test's errors (a bad
+    deploy that the previous test left behind would be this test's baseline)."""
+    db = await AppDatabase.resolve()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (await app_metrics.get_error_rate.fn(db, window_s)).rate_pct < 1.0:
+            return
+        await asyncio.sleep(1)
+
+
 async def test_a_deploy_that_regresses_is_rolled_back_after_approval(
     sb: SandboxHandle, pg_url: str
 ) -> None:
+    await clean_baseline(12)
     inc, commit, start = incident(), sha("bad"), len(sb.journal())
     running = asyncio.create_task(
         manual_deploy(commit, "production", window_s=12, incident_id=inc, verify_window_s=20)
