@@ -167,25 +167,41 @@ def demo(
     auto_approve: bool = typer.Option(
         False, "--auto-approve", help="approve waiting actions through the API after 2 s"
     ),
-    scenario: str | None = typer.Option(None, "--scenario", help="run only this scenario"),
+    scenario: list[str] | None = typer.Option(
+        None, "--scenario", help="run only this scenario (repeatable; --list shows them)"
+    ),
     fault_wait: float = typer.Option(20.0, "--fault-wait", help="seconds of symptoms first"),
+    list_: bool = typer.Option(
+        False, "--list", help="list the scenarios and the runbook section each plays"
+    ),
+    keep: bool = typer.Option(
+        False, "--keep", help="leave the stack running to explore the UI (Ctrl-C stops it)"
+    ),
 ) -> None:
     """Start everything locally (Prefect, sandbox, intake, flows) and remediate each fault."""
     import tempfile
     from pathlib import Path
 
-    from runbook.cli.demo import run_demo
+    from runbook.cli.demo import choose, run_demo, scenario_table
 
+    if list_:
+        console.print(scenario_table())
+        raise typer.Exit(EXIT_OK)
+    try:
+        choose(scenario)  # an unknown name: one line, before anything starts
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     _need_sandbox()
 
     home = Path(tempfile.mkdtemp(prefix="runbook-demo-"))
     try:
         code = run_demo(
             auto_approve=auto_approve,
-            scenario=scenario,
+            scenario=scenario or None,
             home=home,
             fault_wait_s=fault_wait,
             console=console,
+            keep=keep,
         )
     except ValueError as exc:
         raise fail(str(exc)) from None

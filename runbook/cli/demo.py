@@ -27,6 +27,7 @@ from sandbox.local.stack import Stack
 
 class Scenario(BaseModel):
     name: str
+    section: str  # the runbook section it plays
     fault: str
     fault_target: str | None = None
     alert: str
@@ -40,6 +41,7 @@ class Scenario(BaseModel):
 SCENARIOS = [
     Scenario(
         name="bad-deploy",
+        section="§1 High Error Rate (bad deploy → rollback)",
         fault="bad-deploy",
         alert="HighErrorRate",
         summary="Error rate above 5% for 5 minutes after a deploy",
@@ -50,6 +52,7 @@ SCENARIOS = [
     ),
     Scenario(
         name="integration-outage",
+        section="§1 High Error Rate (Shopify down → notify)",
         fault="integration-outage",
         fault_target="shopify",
         alert="HighErrorRate",
@@ -60,6 +63,7 @@ SCENARIOS = [
     ),
     Scenario(
         name="high-load",
+        section="§2 High Latency (load → scale replicas)",
         fault="high-load",
         alert="HighLatency",
         summary="P99 latency above 10s for 5 minutes",
@@ -69,6 +73,7 @@ SCENARIOS = [
     ),
     Scenario(
         name="llm-rate-limit",
+        section="§3 LLM Provider Issues (429 → fallback model)",
         fault="llm-rate-limit",
         alert="OpenAIRateLimited",
         summary="OpenAI 429 rate limit errors",
@@ -78,6 +83,7 @@ SCENARIOS = [
     ),
     Scenario(
         name="llm-outage",
+        section="§3 LLM Provider Issues (503 → fallback model)",
         fault="llm-outage",
         alert="LLMErrors",
         summary="OpenAI API errors (503) on the primary model",
@@ -90,6 +96,7 @@ SCENARIOS = [
 
 class Row(BaseModel):
     scenario: str
+    section: str = ""
     incident: str = ""
     flow: str = ""
     decision: str = ""
@@ -260,7 +267,10 @@ async def run_scenario(
         )
     body = answer.json()
     row = Row(
-        scenario=s.name, incident=str(body.get("incident") or ""), flow=str(body.get("route") or "")
+        scenario=s.name,
+        section=s.section,
+        incident=str(body.get("incident") or ""),
+        flow=str(body.get("route") or ""),
     )
     say(
         f"  alert {s.alert} → intake {answer.status_code} {body.get('status')} "
@@ -309,6 +319,7 @@ def summary_table(rows: list[Row]) -> Table:
     table = Table(title="Demo summary", title_justify="left")
     for col in (
         "scenario",
+        "runbook section",
         "incident",
         "flow",
         "decision",
@@ -322,6 +333,7 @@ def summary_table(rows: list[Row]) -> Table:
     for r in rows:
         table.add_row(
             r.scenario,
+            r.section.split(" (")[0],
             r.incident[:8],
             r.flow,
             r.decision,
@@ -334,26 +346,46 @@ def summary_table(rows: list[Row]) -> Table:
     return table
 
 
+def scenario_table() -> Table:
+    """`runbook demo --list`: each scenario and the runbook section it plays."""
+    table = Table(title="Demo scenarios", title_justify="left")
+    for col in ("scenario", "runbook section", "flow", "approval"):
+        table.add_column(col)
+    for s in SCENARIOS:
+        table.add_row(s.name, s.section, s.flow, "yes" if s.approval else "-")
+    return table
+
+
+def choose(names: list[str] | None) -> list[Scenario]:
+    """The scenarios to play, in the demo's order (none named: all); an unknown name is a
+    ValueError naming the known ones."""
+    known = {s.name for s in SCENARIOS}
+    unknown = [n for n in names or [] if n not in known]
+    if unknown:
+        listed = ", ".join(s.name for s in SCENARIOS)
+        raise ValueError(f"unknown scenario {unknown[0]!r}; known: {listed} (see --list)")
+    return [s for s in SCENARIOS if not names or s.name in names]
+
+
 def run_demo(
     *,
     auto_approve: bool,
-    scenario: str | None,
+    scenario: str | list[str] | None,
     home: Path,
     fault_wait_s: float = 20.0,
     timeout_s: float = 240.0,
     console: Console | None = None,
+    keep: bool = False,
 ) -> int:
     console = console or Console()
     if not console.is_terminal:
         console = Console(width=160)
-    chosen = [s for s in SCENARIOS if scenario in (None, s.name)]
-    if not chosen:
-        names = ", ".join(s.name for s in SCENARIOS)
-        raise ValueError(f"unknown scenario {scenario!r}; known: {names}")
+    chosen = choose([scenario] if isinstance(scenario, str) else scenario)
     from flows.registry import FLOWS
 
     stack = Stack(home, flows=len(FLOWS))
     rows: list[Row] = []
+    rows_printed = False
     try:
         stack.start(say=lambda m: console.print(m, highlight=False))
         get_settings.cache_clear()  # the stack's environment is now this process's
@@ -376,8 +408,21 @@ def run_demo(
                     )
                 )
                 rows.append(row)
+        if keep and stack.server is not None:
+            console.print(summary_table(rows))
+            rows_printed = True
+            console.print(
+                f"--keep: the stack stays up — Prefect UI {stack.server.url}, intake"
+                f" {stack.intake_url}, environment in {home / 'demo.env'}."
+                " Press Ctrl-C to stop every process the demo started."
+            )
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
     finally:
-        if rows:
+        if rows and not rows_printed:
             console.print(summary_table(rows))
         console.print("stopping every process the demo started …")
         stack.stop()

@@ -40,3 +40,38 @@ def test_a_verb_that_needs_prefect_refuses_in_one_line_without_one(
     assert "Traceback" not in result.stderr and "database is locked" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "prefect").exists() or not any((tmp_path / "prefect").rglob("*.db"))
+
+
+def _demo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runbook.cli", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def test_demo_list_names_each_scenario_and_the_runbook_section_it_plays() -> None:
+    from runbook.cli.demo import SCENARIOS
+
+    result = _demo("--list")
+    assert result.returncode == 0, result.stderr
+    for s in SCENARIOS:
+        line = next((x for x in result.stdout.splitlines() if f" {s.name} " in x), "")
+        assert s.section.split(" (")[0] in line and s.flow in line, (s.name, result.stdout)
+
+
+def test_demo_with_an_unknown_scenario_says_which_exist_before_starting_anything() -> None:
+    result = _demo("--scenario", "high-load", "--scenario", "no-such-fault")
+    assert result.returncode == 64, result.stdout + result.stderr
+    assert "unknown scenario 'no-such-fault'" in result.stderr
+    assert "bad-deploy" in result.stderr and "Traceback" not in result.stderr
+    assert "Prefect UI" not in result.stdout, "nothing was started"
+
+
+def test_demo_scenarios_repeatable_keep_the_demo_order() -> None:
+    from runbook.cli.demo import choose
+
+    assert [s.name for s in choose(["llm-outage", "bad-deploy"])] == ["bad-deploy", "llm-outage"]
+    assert len(choose(None)) == len(choose([])) > 1
