@@ -30,6 +30,7 @@ from flows.acts import Platform
 from flows.incident import IncidentRun, RemediationResult
 from flows.notifications import page, page_failed_run
 from flows.scaling import operator_flow, refuse
+from runbook import ledger, opsdb
 from runbook.errors import ConfigurationError, PermanentError, RunbookError
 from runbook.plan import OPENAI_KEY_VARIABLE, ActionName, ActSpec, spec
 from runbook.policy import PolicyRules
@@ -64,6 +65,9 @@ class OpenAiKeySignals(BaseModel):
     chat_summary: str = ""
     service_target: str = "railway:api"
     account_name: str = "support-api"
+    # an earlier rotation that issued a key but left the key it replaced valid (it crashed, or
+    # its revocation was rejected): "incident X left key K valid"
+    unfinished: str | None = None
 
 
 class Decision(BaseModel):
@@ -77,6 +81,12 @@ class Decision(BaseModel):
 def decide(s: OpenAiKeySignals, policy: PolicyRules) -> Decision:
     """Rotate when the app's key is known among the project's keys and the app works now (else
     a verify after the change could not tell a bad new key from a problem already there)."""
+    if s.unfinished:
+        return Decision(
+            act="refuse",
+            why=f"an earlier rotation is unfinished: {s.unfinished} — revoke that key (or"
+            " finish that incident) first; another rotation would leave it valid for good",
+        )
     if not s.variable_set:
         return Decision(act="refuse", why=f"{OPENAI_KEY_VARIABLE} is not set on the service")
     if not s.live_key_ids:
@@ -110,7 +120,11 @@ def decide(s: OpenAiKeySignals, policy: PolicyRules) -> Decision:
         ActionName.ISSUE_OPENAI_KEY,
         target,
         why,
-        {"service_account_name": s.account_name, "variable": OPENAI_KEY_VARIABLE},
+        {
+            "service_account_name": s.account_name,
+            "variable": OPENAI_KEY_VARIABLE,
+            "replaces_key": old.id,
+        },
     )
     redeploy = spec(
         policy,
@@ -211,15 +225,32 @@ async def rotate_openai_key(
         post_chat(api),
     )
     chat_ok, chat_summary = verify_completion(chat.ok, chat.http_status, chat.error)
+    async with await opsdb.connect() as conn:
+        issued = await ledger.last_done(
+            conn, ActionName.ISSUE_OPENAI_KEY.value, f"openai:{admin.project_id}"
+        )
+    replaced = str(issued.params.get("replaces_key") or "") if issued else ""
+    unfinished = None
+    live = live_keys(keys, current)
+    # the replaced key still exists and the app no longer uses it (a restore after a failed
+    # verify makes it the app's key again: that rotation ended cleanly)
+    if (
+        issued
+        and issued.incident_id != run.incident_id
+        and replaced in {k.id for k in keys}
+        and replaced not in live
+    ):
+        unfinished = f"incident {issued.incident_id} left key {replaced} valid"
     signals = OpenAiKeySignals(
         project_id=admin.project_id,
         keys=keys,
         variable_set=current is not None,
-        live_key_ids=live_keys(keys, current),
+        live_key_ids=live,
         chat_ok=chat_ok,
         chat_summary=chat_summary,
         service_target=f"railway:{rw.service_id}",
         account_name=f"support-api-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        unfinished=unfinished,
     )
     evidence: dict[str, Any] = {
         "project": admin.project_id,

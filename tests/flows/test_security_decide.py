@@ -147,8 +147,12 @@ def openai(**kw: Any) -> rok.OpenAiKeySignals:
         (openai(live_key_ids=()), "is none of project proj_1's keys"),
         (openai(live_key_ids=("key_user", "key_svc")), "matches several project keys"),
         (openai(chat_ok=False, chat_summary="HTTP 502"), "fails now (HTTP 502)"),
+        (
+            openai(unfinished="incident inc-1 left key key_old valid"),
+            "an earlier rotation is unfinished: incident inc-1 left key key_old valid",
+        ),
     ],
-    ids=["unset", "unknown-key", "ambiguous", "app-already-failing"],
+    ids=["unset", "unknown-key", "ambiguous", "app-already-failing", "earlier-rotation-unfinished"],
 )
 def test_openai_rotation_is_refused_when_its_verify_could_not_tell(
     signals: rok.OpenAiKeySignals, why: str
@@ -165,8 +169,13 @@ def test_openai_rotation_is_issue_then_redeploy_then_revoke() -> None:
         ActionClass.DESTRUCTIVE,
         ActionClass.DESTRUCTIVE,
     ]
-    assert issue.params == {"service_account_name": "support-api-x", "variable": "OPENAI_API_KEY"}
+    assert issue.params == {
+        "service_account_name": "support-api-x",
+        "variable": "OPENAI_API_KEY",
+        "replaces_key": "key_user",  # a later run can tell whether this rotation finished
+    }
     assert redeploy.target == "railway:svc"
+    assert redeploy.params["replaces_key"] == "key_user", "the approver sees which key goes"
     assert (revoke.params["key_id"], revoke.params["owner"]) == ("key_user", "user")
 
 
