@@ -36,11 +36,12 @@ def served(
     """`safety-rollback/test` served from a subprocess, with the sweeper (timeout 4 s) unless
     the test is marked `no_sweeper` (timeout 12 s)."""
     no_sweeper = request.node.get_closest_marker("no_sweeper") is not None
+    timeout = request.node.get_closest_marker("approval_timeout")
     env = {
         **os.environ,
         # without the sweeper, a test runs `runbook sweep` (≈ 1-3 s of imports on a busy
         # machine) inside the expiry and once after it: give it room
-        "RUNBOOK_APPROVAL_TIMEOUT_S": "12" if no_sweeper else "4",
+        "RUNBOOK_APPROVAL_TIMEOUT_S": str(timeout.args[0] if timeout else 12 if no_sweeper else 4),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
     }
     extra = ["--no-sweeper"] if no_sweeper else []
@@ -206,6 +207,7 @@ async def test_runbook_sweep_command_times_out_expired_suspended_approvals(
     assert rollbacks(sb) == before
 
 
+@pytest.mark.approval_timeout(30)  # two answers and a rerun in between: room on a busy machine
 async def test_suspended_two_person_action_needs_two_different_approvers(
     served: subprocess.Popen[bytes], platform_env: SandboxHandle, pg_url: str
 ) -> None:

@@ -1,0 +1,481 @@
+"""Benchmark: alert → first safe action (issue #15, item 1).
+
+One local stack, as `runbook demo` starts it (`sandbox.local.stack.Stack`: Prefect server, the
+sandbox, an ops database, the intake, `runbook serve` with every flow, the runner polling every
+`PREFECT_RUNNER_POLL_FREQUENCY` = 1 s as the stack sets it). Then, per run, alternating the two
+scenarios:
+
+- high-load  → HighLatency alert → high-latency flow → scale_replicas (Railway replicas);
+- llm-outage → LLMErrors alert   → llm-provider flow → switch_model (DEFAULT_MODEL → fallback);
+
+reset the sandbox, inject the fault, poll until the symptom is what the flow needs to act on (the
+flow's own reads and `decide`, called as plain functions: no Prefect task runs), post a real
+Alertmanager delivery with a fresh fingerprint, and time
+
+- the intake's 202 (ack latency),
+- POST → the first journal entry of the act in the sandbox (the Railway mutation itself),
+- where that time goes: ack → flow run created (Prefect's `created`), → Pending (the runner
+  picked it up), → Running (the flow-run process is up), → the flow's first timeline event,
+  → `decided`, → the mutation;
+
+then wait until the flow run is final (it verifies after acting), check the act happened exactly
+once (journal entries of that act, ledger rows done), and resolve the alert.
+
+    .venv/bin/python -m bench.alert_to_action [--runs 30] [--warmup 2] [--max-load 1.5]
+
+Before measuring it waits (up to `--quiet-wait` s, 15 min by default) until the 1-min load average
+is below `--max-load`; after that it measures anyway and says the machine was busy. Every process
+it started is stopped at the end, also on Ctrl-C or SIGTERM (`Stack.stop()`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runbook.cli.demo import SCENARIOS, Scenario, alertmanager_payload  # noqa: E402
+from sandbox.local.stack import Stack  # noqa: E402
+
+NAMES = ("high-load", "llm-outage")
+# the journal's record of each act (the sandbox journals every client mutation)
+ACT_OPERATIONS = {
+    "high-load": {"environmentPatchCommit", "serviceInstanceUpdate"},
+    "llm-outage": {"variableUpsert", "variableCollectionUpsert"},
+}
+LABELS = {"high-load": "high load → scale_replicas", "llm-outage": "LLM outage → switch_model"}
+STAGES = (
+    ("ack", "POST → 202 (intake ack)"),
+    ("dispatch", "202 → flow run created (dispatcher)"),
+    ("pickup", "created → Pending (runner poll)"),
+    ("launch", "Pending → Running (flow-run process)"),
+    ("boot", "Running → flow's first timeline event"),
+    ("diagnose", "first event → decided (observe + decide)"),
+    ("act", "decided → mutation in the journal (safety + Railway)"),
+)
+
+
+@dataclass
+class Result:
+    scenario: str
+    fault_wait_s: float = 0.0
+    ack_s: float = 0.0
+    status: int = 0
+    to_action_s: float | None = None
+    operations: list[str] = field(default_factory=list)  # every journal entry of the run
+    acts: int = 0  # journal entries of the expected act
+    ledger_done: int = 0  # runbook.actions rows done for the incident
+    final_state: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
+    problem: str = ""
+    waited_for: str = ""  # other verdicts the flow would have reached before the symptom showed
+    decided: str = ""  # what the flow decided
+
+    @property
+    def once(self) -> bool:
+        return self.acts == 1 and self.ledger_done == 1
+
+    @property
+    def ok(self) -> bool:
+        return self.to_action_s is not None and self.once and not self.problem
+
+
+def _ts(value: str | datetime) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wait_for_quiet(limit: float, deadline: float, say: Any = print) -> bool:
+    """Poll the 1-min load average until it is below `limit` or `deadline` (monotonic) passes;
+    True when it was quiet."""
+    last_said = 0.0
+    while True:
+        load = os.getloadavg()[0]
+        if load < limit:
+            return True
+        if time.monotonic() >= deadline:
+            say(f"machine still busy (load {load:.2f} ≥ {limit:g}): measuring anyway")
+            return False
+        if time.monotonic() - last_said > 60:
+            say(f"waiting for a quiet machine: 1-min load {load:.2f} ≥ {limit:g} …")
+            last_said = time.monotonic()
+        time.sleep(5)
+
+
+# -- the symptom, as the flow will judge it -------------------------------------------------------
+_BLOCKS: dict[str, Any] = {}
+
+
+async def _blocks() -> dict[str, Any]:
+    """The blocks the two flows read, resolved once (as the flows resolve them)."""
+    if not _BLOCKS:
+        from blocks import AppDatabase, AppRedis, LangSmith, LlmProbe, Railway
+        from blocks.policy import Policy
+
+        names = ("db", "cache", "ls", "rw", "llm", "policy")
+        found = await asyncio.gather(
+            AppDatabase.resolve(),
+            AppRedis.resolve(),
+            LangSmith.resolve(),
+            Railway.resolve(),
+            LlmProbe.resolve(),
+            Policy.resolve(),
+        )
+        _BLOCKS.update(zip(names, found, strict=True))
+    return _BLOCKS
+
+
+async def flow_would_act(name: str) -> str:
+    """What the flow would decide now: its own reads (task bodies via `.fn`, so no Prefect task
+    runs) and its own `decide`. The act we wait for is `fallback` / `scale_replicas`."""
+    from tasks import app_metrics, langsmith, llm, railway
+    from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
+    from tasks.redis import get_redis_latency
+
+    b = await _blocks()
+    if name == "llm-outage":  # the decisive read: the primary model's probe
+        answer = await llm.get_model_health.fn(b["llm"], b["llm"].primary_model)
+        return "provider-outage → fallback" if not answer.ok else "healthy → none"
+    from flows.high_latency import LatencySignals, decide
+    from runbook.plan import MODEL_VARIABLE
+
+    db, policy = b["db"], b["policy"]
+    (trace, states, slow, longq), (redis, instance, model, recent) = await asyncio.gather(
+        asyncio.gather(
+            langsmith.get_trace_latency.fn(b["ls"], 900, 5.0),
+            get_pg_connections_by_state.fn(db, policy),
+            get_pg_slow_queries.fn(db, policy),
+            app_metrics.get_long_running_queries.fn(db, 5.0),
+        ),
+        asyncio.gather(
+            get_redis_latency.fn(b["cache"], policy),
+            railway.get_service_instance.fn(b["rw"]),
+            railway.get_variable.fn(b["rw"], MODEL_VARIABLE),
+            langsmith.get_trace_latency.fn(b["ls"], policy.recent_window_s, 5.0),
+        ),
+    )
+    top = slow.details.get("top") or []
+    signals = LatencySignals(  # as flows.high_latency.observe builds them
+        p99_s=trace.p99_s,
+        p99_recent_s=recent.p99_s if recent.runs else None,
+        slow_traces=trace.slow,
+        traces=trace.runs,
+        replicas=instance.num_replicas,
+        long_queries=longq.count,
+        slowest_statement_ms=top[0]["mean_ms"] if top else None,
+        idle_in_transaction=int(states.details.get("idle_in_transaction", 0)),
+        redis_avg_ms=redis.details.get("avg_ms"),
+        current_model=model.value,
+        fallback_model=b["llm"].fallback_model,
+    )
+    decision = decide(signals, policy)
+    return f"{decision.bound} → {decision.act}"
+
+
+WANTED = {"high-load": "→ scale_replicas", "llm-outage": "→ fallback"}
+
+
+async def wait_symptom(name: str, timeout_s: float = 90.0) -> tuple[float, str]:
+    """Seconds until the flow would act, and the other verdicts seen meanwhile."""
+    started, others = time.monotonic(), set()
+    while not (verdict := await flow_would_act(name)).endswith(WANTED[name]):
+        others.add(verdict)
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"{name}: the flow would not act within {timeout_s:g} s ({verdict})")
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started, ", ".join(sorted(others - {"none → none"}))
+
+
+# -- what the ops database and Prefect saw ---------------------------------------------------------
+async def _ops(incident: str) -> tuple[str | None, list[dict[str, Any]], int]:
+    """(flow run id, timeline events, ledger rows done for the expected action)."""
+    from psycopg.rows import dict_row
+
+    from runbook import opsdb
+
+    async with await opsdb.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT result FROM runbook.outbox WHERE incident_id = %s AND action = 'flow'",
+            (incident,),
+        )
+        row = await cur.fetchone()
+        await cur.execute(
+            "SELECT at, kind, summary FROM runbook.action_events WHERE incident_id = %s"
+            " ORDER BY id",
+            (incident,),
+        )
+        events = list(await cur.fetchall())
+        await cur.execute(
+            "SELECT action, status FROM runbook.actions WHERE incident_id = %s", (incident,)
+        )
+        actions = list(await cur.fetchall())
+    run_id = str(row["result"]) if row and row["result"] else None
+    done = sum(1 for a in actions if a["status"] == "done")
+    return run_id, events, done
+
+
+def _uuid(text: str | None) -> str | None:
+    """The outbox row's result when it is a flow run id (not `failed: …`)."""
+    try:
+        return str(uuid.UUID(text)) if text else None
+    except ValueError:
+        return None
+
+
+async def _flow_run_id(incident: str, timeout_s: float) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if run_id := _uuid((await _ops(incident))[0]):
+            return run_id
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"no flow run for incident {incident} within {timeout_s:g} s")
+
+
+async def _wait_final(client: Any, run_id: str, timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = await client.read_flow_run(uuid.UUID(run_id))
+        if run.state is not None and run.state.is_final():
+            return run
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"flow run {run_id} not final within {timeout_s:g} s")
+        await asyncio.sleep(0.5)
+
+
+# -- one run ---------------------------------------------------------------------------------------
+async def one_run(stack: Stack, s: Scenario, http: httpx.AsyncClient, prefect: Any) -> Result:
+    from prefect.client.schemas.objects import StateType
+
+    sb = stack.sandbox
+    result = Result(scenario=s.name)
+    sb.reset()
+    before = len(sb.journal())
+    sb.inject(s.fault, target=s.fault_target)
+    result.fault_wait_s, result.waited_for = await wait_symptom(s.name)
+
+    started, fingerprint = datetime.now(UTC), uuid.uuid4().hex[:16]
+    headers = {"Authorization": f"Bearer {stack.alert_token}"}
+    result.load = os.getloadavg()[0]
+    posted = time.time()
+    answer = await http.post(
+        f"{stack.intake_url}/alerts/alertmanager",
+        json=alertmanager_payload(s, "firing", started, fingerprint),
+        headers=headers,
+    )
+    acked = time.time()
+    result.ack_s, result.status = acked - posted, answer.status_code
+    incident = str(answer.json().get("incident") or "")
+    if answer.status_code != 202 or not incident:
+        result.problem = f"intake answered {answer.status_code}: {answer.text[:200]}"
+        return result
+    try:
+        # the first mutation of the act: poll the journal, time it by the entry's own clock
+        ops, deadline, first = ACT_OPERATIONS[s.name], time.monotonic() + 120, None
+        run_id, polls = None, 0
+        while first is None and time.monotonic() < deadline:
+            first = next((e for e in sb.journal()[before:] if e["operation"] in ops), None)
+            if first is not None:
+                break
+            polls += 1
+            if polls % 10 == 0:  # about every second: did the run end without acting?
+                run_id = run_id or _uuid((await _ops(incident))[0])
+                if run_id:
+                    run = await prefect.read_flow_run(uuid.UUID(run_id))
+                    if run.state is not None and run.state.is_final():
+                        break
+            await asyncio.sleep(0.1)
+        if first is None:
+            result.problem = "no act in the journal"
+        else:
+            result.to_action_s = _ts(first["ts"]) - posted
+
+        run_id = await _flow_run_id(incident, 60)
+        run = await _wait_final(prefect, run_id, 240)
+        result.final_state = str(run.state.type.value if run.state else "?")
+        entries = sb.journal()[before:]
+        result.operations = [e["operation"] for e in entries]
+        result.acts = sum(1 for e in entries if e["operation"] in ops)
+        _, events, result.ledger_done = await _ops(incident)
+
+        # the breakdown
+        states = await prefect.read_flow_run_states(uuid.UUID(run_id))
+        pending = min((_ts(x.timestamp) for x in states if x.type == StateType.PENDING), default=0)
+        running = min((_ts(x.timestamp) for x in states if x.type == StateType.RUNNING), default=0)
+        created = _ts(run.created)
+        seen = [_ts(e["at"]) for e in events if e["kind"] == "seen"]
+        decided = [_ts(e["at"]) for e in events if e["kind"] == "decided"]
+        result.decided = next((e["summary"] for e in events if e["kind"] == "decided"), "")
+        if first is not None and pending and running and seen and decided:
+            acted = _ts(first["ts"])
+            marks = [posted, acked, created, pending, running, seen[0], decided[0], acted]
+            result.stages = {
+                key: later - earlier
+                for (key, _), (earlier, later) in zip(STAGES, pairwise(marks), strict=True)
+            }
+    except TimeoutError as exc:
+        result.problem = str(exc)
+    finally:  # the alert clears: close the incident (the next run opens a new one)
+        await http.post(
+            f"{stack.intake_url}/alerts/alertmanager",
+            json=alertmanager_payload(s, "resolved", started, fingerprint),
+            headers=headers,
+        )
+    if not result.once and not result.problem:
+        result.problem = (
+            f"{result.acts} journal entries of the act, {result.ledger_done} ledger rows done"
+        )
+    return result
+
+
+# -- report ----------------------------------------------------------------------------------------
+def _line(label: str, values: list[float]) -> str:
+    if not values:
+        return f"{label:<55} -"
+    return (
+        f"{label:<55} median {statistics.median(values):6.2f} s   p95 {_pct(values, 0.95):6.2f} s"
+        f"   (min {min(values):.2f}, max {max(values):.2f}, n={len(values)})"
+    )
+
+
+def report(results: list[Result], *, busy: bool, quiet_load: float, args: Any) -> None:
+    print()
+    for r in results:
+        took = f"{r.to_action_s:6.2f} s" if r.to_action_s is not None else "   -   "
+        print(
+            f"  {r.scenario:<11} fault wait {r.fault_wait_s:5.2f} s  ack {r.ack_s * 1000:6.1f} ms"
+            f"  → act {took}  acts {r.acts} ledger {r.ledger_done}  {r.final_state:<10}"
+            f" load {r.load:4.2f}  {','.join(r.operations)}  {r.problem}"
+        )
+        if r.problem or r.waited_for:
+            print(f"      decided: {r.decided[:120]}; waited past: {r.waited_for or '-'}")
+    groups = {name: [r for r in results if r.scenario == name] for name in NAMES}
+    groups["all"] = results
+    for name, rows in groups.items():
+        timed = [r.to_action_s for r in rows if r.to_action_s is not None]
+        print(f"\n{name}: {len(rows)} runs, act exactly once in {sum(r.once for r in rows)}")
+        print(_line("  POST → first mutation in the journal", timed))
+        print(_line("  intake ack", [r.ack_s for r in rows]))
+        waits = [r.fault_wait_s for r in rows]
+        print(_line("  fault injected → symptom visible (not counted)", waits))
+        for key, label in STAGES:
+            print(_line(f"    {label}", [r.stages[key] for r in rows if r.stages]))
+    loads = [r.load for r in results]
+    print(
+        f"\nload (1 min) when posting: median {statistics.median(loads):.2f},"
+        f" max {max(loads):.2f}; before measuring {quiet_load:.2f}"
+        + (" — machine BUSY (did not get below the limit)" if busy else "")
+    )
+    today = datetime.now(UTC).date().isoformat()
+    print("\nmarkdown rows for docs/benchmarks.md:\n")
+    print("| scenario | runs | median | p95 | act exactly once | measured |")
+    print("|---|---|---|---|---|---|")
+    for name, rows in groups.items():
+        timed = [r.to_action_s for r in rows if r.to_action_s is not None]
+        if not timed:
+            continue
+        print(
+            f"| {LABELS.get(name, '**both**')} | {len(rows)} | {statistics.median(timed):.1f} s"
+            f" | {_pct(timed, 0.95):.1f} s | {sum(r.once for r in rows)}/{len(rows)}"
+            f" | {today}, 2 cores{', busy' if busy else ''} |"
+        )
+    print("\n| stage | median | p95 |\n|---|---|---|")
+    staged = [r for r in results if r.stages]
+    for key, label in STAGES:
+        values = [r.stages[key] for r in staged]
+        if values:
+            print(f"| {label} | {statistics.median(values):.2f} s | {_pct(values, 0.95):.2f} s |")
+
+
+# -- main ------------------------------------------------------------------------------------------
+def _sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=30, help="measured runs, scenarios alternate")
+    parser.add_argument("--warmup", type=int, default=2, help="runs first, not counted")
+    parser.add_argument("--max-load", type=float, default=1.5, help="1-min load to wait for")
+    parser.add_argument("--quiet-wait", type=float, default=900.0, help="s to wait for it, max")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _sigterm)
+
+    from flows.registry import FLOWS
+    from runbook.settings import get_settings
+
+    chosen = {s.name: s for s in SCENARIOS if s.name in NAMES}
+    deadline = time.monotonic() + args.quiet_wait
+    quiet = wait_for_quiet(args.max_load, deadline)
+    home = Path(tempfile.mkdtemp(prefix="runbook-bench-a2a-"))
+    stack = Stack(home, flows=len(FLOWS), ui=False)
+    results: list[Result] = []
+    try:
+        t0 = time.monotonic()
+        stack.start(say=lambda m: print(m, flush=True))
+        print(f"stack up in {time.monotonic() - t0:.0f} s ({home})", flush=True)
+        get_settings.cache_clear()  # the stack's environment is now this process's
+        assert stack.server is not None
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        async def bench() -> tuple[bool, float]:
+            async with httpx.AsyncClient(timeout=10) as http, get_client() as prefect:
+                for i in range(args.warmup):
+                    s = chosen[NAMES[i % 2]]
+                    r = await one_run(stack, s, http, prefect)
+                    print(f"warm-up {s.name}: {r.to_action_s} s {r.problem}", flush=True)
+                quiet_now = await asyncio.to_thread(wait_for_quiet, args.max_load, deadline)
+                load = os.getloadavg()[0]
+                for i in range(args.runs):
+                    s = chosen[NAMES[i % 2]]
+                    r = await one_run(stack, s, http, prefect)
+                    results.append(r)
+                    took = f"{r.to_action_s:.2f} s" if r.to_action_s is not None else "-"
+                    print(
+                        f"run {i + 1}/{args.runs} {s.name}: {took} (ack {r.ack_s * 1000:.0f} ms,"
+                        f" acts {r.acts}) {r.problem}",
+                        flush=True,
+                    )
+                return quiet and quiet_now, load
+
+        with temporary_settings(updates={PREFECT_API_URL: stack.server.api_url}):
+            was_quiet, load = asyncio.run(bench())
+    except KeyboardInterrupt:
+        print("\ninterrupted", flush=True)
+        was_quiet, load = False, os.getloadavg()[0]
+    finally:
+        print("stopping every process the benchmark started …", flush=True)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the stop finish
+        stack.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if results:
+        report(results, busy=not was_quiet, quiet_load=load, args=args)
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
