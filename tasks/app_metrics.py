@@ -126,6 +126,9 @@ async def get_long_running_queries(db: AppDatabase, min_seconds: float = 5.0) ->
         "SELECT pid, extract(epoch FROM now() - query_start)::float8, state,"
         " coalesce(application_name, ''), left(query, 200) FROM pg_stat_activity"
         " WHERE state = 'active' AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        # the app's database only: another database on the same server is not this app's
+        # slow query (and not something its remediation could fix)
+        " AND datname = current_database()"
         " AND query_start < now() - %(min)s ORDER BY query_start",
         {"min": timedelta(seconds=min_seconds)},
     )

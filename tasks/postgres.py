@@ -66,7 +66,8 @@ async def get_pg_connections_by_state(db: AppDatabase, policy: Policy) -> CheckR
         rows = await _rows(
             db,
             "SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity"
-            " WHERE backend_type = 'client backend' GROUP BY 1 ORDER BY 2 DESC",
+            " WHERE backend_type = 'client backend' AND datname = current_database()"
+            " GROUP BY 1 ORDER BY 2 DESC",
         )
         by_state = {str(state): int(n) for state, n in rows}
         stuck = by_state.get("idle in transaction", 0) + by_state.get(
