@@ -27,7 +27,7 @@ from sandbox.local.stack import Stack
 
 class Scenario(BaseModel):
     name: str
-    section: str  # the runbook section it plays
+    section: str = ""  # the runbook section it plays
     fault: str
     fault_target: str | None = None
     alert: str

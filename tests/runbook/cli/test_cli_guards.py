@@ -58,6 +58,7 @@ def test_demo_list_names_each_scenario_and_the_runbook_section_it_plays() -> Non
     result = _demo("--list")
     assert result.returncode == 0, result.stderr
     for s in SCENARIOS:
+        assert s.section, f"demo scenario {s.name} names no runbook section"
         line = next((x for x in result.stdout.splitlines() if f" {s.name} " in x), "")
         assert s.section.split(" (")[0] in line and s.flow in line, (s.name, result.stdout)
 
