@@ -219,21 +219,15 @@ async def deploy_watch(
             {"incident": run.incident_id, "flow": run.flow, **evidence},
         )
     if decision.spec is not None:
-        change, bad = decision.spec, signals.live_deployment
-
-        async def still_bad() -> bool:  # re-checked after the approval: nobody moved it
-            return (await railway.get_deployments(rw)).current_id == bad
-
-        return await run.execute(
+        return await roll_back(
+            run,
             decision.act,
-            change,
-            Platform(railway=rw),
-            evidence=evidence,
-            describe=done_text(change.action, change.params),
-            verify=rollback_verifier(rw, db, run.policy, change.params["deployment_id"], bad),
-            still_needed=still_bad,
-            window_s=verify_window_s,
-            settle_s=min(5.0, verify_window_s),
+            decision.spec,
+            signals.live_deployment,
+            rw,
+            db,
+            evidence,
+            verify_window_s,
         )
     verified = True if decision.verdict == "healthy" else None if decision.act == "none" else False
     return await run.finish(decision.verdict, decision.why, verified=verified, summary=decision.why)
@@ -364,19 +358,42 @@ async def rollback(
     await run.decided(decision.act, decision.why)
     if decision.spec is None:
         return await refuse(run, ActionName.ROLLBACK_DEPLOYMENT, target, "refuse", decision.why)
-    change, bad = decision.spec, signals.live_deployment
+    return await roll_back(
+        run,
+        decision.act,
+        decision.spec,
+        signals.live_deployment,
+        rw,
+        db,
+        evidence,
+        verify_window_s,
+    )
 
-    async def not_moved() -> bool:  # re-checked after the approval: the same one is live
+
+async def roll_back(
+    run: IncidentRun,
+    act: str,
+    change: ActSpec,
+    bad: str | None,
+    rw: Railway,
+    db: AppDatabase,
+    evidence: dict[str, Any],
+    verify_window_s: float,
+) -> RemediationResult:
+    """The rollback through the safety core (deploy-watch's and rollback's): re-checked after
+    the approval (nobody moved the live deployment meanwhile), then verified."""
+
+    async def still_live() -> bool:
         return (await railway.get_deployments(rw)).current_id == bad
 
     return await run.execute(
-        decision.act,
+        act,
         change,
         Platform(railway=rw),
         evidence=evidence,
         describe=done_text(change.action, change.params),
         verify=rollback_verifier(rw, db, run.policy, change.params["deployment_id"], bad),
-        still_needed=not_moved,
+        still_needed=still_live,
         window_s=verify_window_s,
         settle_s=min(5.0, verify_window_s),
     )
