@@ -150,48 +150,20 @@ async def _blocks() -> dict[str, Any]:
 
 
 async def flow_would_act(name: str) -> str:
-    """What the flow would decide now: its own reads (task bodies via `.fn`, so no Prefect task
-    runs) and its own `decide`. The act we wait for is `fallback` / `scale_replicas`."""
-    from tasks import app_metrics, langsmith, llm, railway
-    from tasks.postgres import get_pg_connections_by_state, get_pg_slow_queries
-    from tasks.redis import get_redis_latency
+    """What the flow would decide now: its own `observe` and `decide`. The act we wait for is
+    `fallback` / `scale_replicas`."""
+    from tasks import llm
 
     b = await _blocks()
     if name == "llm-outage":  # the decisive read: the primary model's probe
         answer = await llm.get_model_health.fn(b["llm"], b["llm"].primary_model)
         return "provider-outage → fallback" if not answer.ok else "healthy → none"
-    from flows.high_latency import LatencySignals, decide
-    from runbook.plan import MODEL_VARIABLE
+    from flows.high_latency import decide, observe
 
-    db, policy = b["db"], b["policy"]
-    (trace, states, slow, longq), (redis, instance, model, recent) = await asyncio.gather(
-        asyncio.gather(
-            langsmith.get_trace_latency.fn(b["ls"], 900, 5.0),
-            get_pg_connections_by_state.fn(db, policy),
-            get_pg_slow_queries.fn(db, policy),
-            app_metrics.get_long_running_queries.fn(db, 5.0),
-        ),
-        asyncio.gather(
-            get_redis_latency.fn(b["cache"], policy),
-            railway.get_service_instance.fn(b["rw"]),
-            railway.get_variable.fn(b["rw"], MODEL_VARIABLE),
-            langsmith.get_trace_latency.fn(b["ls"], policy.recent_window_s, 5.0),
-        ),
-    )
-    top = slow.details.get("top") or []
-    signals = LatencySignals(  # as flows.high_latency.observe builds them
-        p99_s=trace.p99_s,
-        p99_recent_s=recent.p99_s if recent.runs else None,
-        slow_traces=trace.slow,
-        traces=trace.runs,
-        replicas=instance.num_replicas,
-        long_queries=longq.count,
-        slowest_statement_ms=top[0]["mean_ms"] if top else None,
-        idle_in_transaction=int(states.details.get("idle_in_transaction", 0)),
-        redis_avg_ms=redis.details.get("avg_ms"),
-        current_model=model.value,
-        fallback_model=b["llm"].fallback_model,
-    )
+    policy = b["policy"]
+    # the flow's own diagnosis (its tasks run outside a flow run: plain task runs)
+    signals, _ = await observe(b["db"], b["cache"], b["ls"], b["rw"], policy)
+    signals = signals.model_copy(update={"fallback_model": b["llm"].fallback_model})
     decision = decide(signals, policy)
     return f"{decision.bound} → {decision.act}"
 
