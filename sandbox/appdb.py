@@ -263,3 +263,13 @@ class SlowQueries:
         for conn in conns:
             with contextlib.suppress(Exception):
                 await conn.close()
+        # a closed client does not stop pg_sleep on the server (it never checks the socket):
+        # end any statement of ours a cancel missed, or it outlives the fault for an hour
+        if conns:
+            with contextlib.suppress(Exception):
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as c:
+                    await c.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        " AND query LIKE '%%pg_sleep%%/* report %%'"
+                    )
