@@ -39,7 +39,7 @@ class LatencySignals(BaseModel):
     long_queries: int = 0  # active statements running > 5 s
     slowest_statement_ms: float | None = None  # pg_stat_statements, when installed
     idle_in_transaction: int = 0
-    redis_avg_ms: float | None = None
+    redis_ping_ms: float | None = None
     current_model: str | None = None
     fallback_model: str = "gpt-4o-mini"
     target: str = "railway:api"  # where acts go (the Railway service)
@@ -116,12 +116,12 @@ def _decide(s: LatencySignals, policy: Policy) -> Decision:
             f"{s.idle_in_transaction} sessions idle in transaction",
         )
     redis = policy.threshold("redis_latency_ms")
-    if s.redis_avg_ms is not None and s.redis_avg_ms > redis.warn:
+    if s.redis_ping_ms is not None and s.redis_ping_ms > redis.warn:
         return Decision(
             bound="redis-bound",
             severity=severity,
             act="notify",
-            why=f"{seen}; Redis PING {s.redis_avg_ms:.1f} ms",
+            why=f"{seen}; Redis PING {s.redis_ping_ms:.1f} ms",
         )
     if s.replicas < policy.max_replicas:
         # size for how slow it is now: the long window lags behind a fresh spike
@@ -178,7 +178,7 @@ async def observe(
         long_queries=longq.count,
         slowest_statement_ms=top[0]["mean_ms"] if top else None,
         idle_in_transaction=int(states.details.get("idle_in_transaction", 0)),
-        redis_avg_ms=redis.details.get("avg_ms"),
+        redis_ping_ms=redis.details.get("median_ms", redis.details.get("avg_ms")),
         current_model=model.value,
         target=f"railway:{rw.service_id}",
     )

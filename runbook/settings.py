@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     approval_sweep_s: float = Field(
         5.0, description="how often `runbook serve` times out expired approvals of suspended runs"
     )
+    serve_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often `runbook serve` asks Prefect for flow runs to start (Prefect's"
+        " own default is 10 s; each poll is one small API read)",
+    )
     require_code: bool = True
     auto_approve: bool = False
     scale_down_cooldown_s: int | None = None

@@ -67,6 +67,7 @@ class Stack:
             "PREFECT_HOME": str(self.home / "prefect-client"),
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "RUNBOOK_SERVE_POLL_S": "0.25",
             "RUNBOOK_HOME": str(self.home),
             "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
             "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,

@@ -147,7 +147,7 @@ def latency(**kw: Any) -> hl.LatencySignals:
         "slow_traces": 40,
         "traces": 200,
         "replicas": 2,
-        "redis_avg_ms": 0.3,
+        "redis_ping_ms": 0.3,
         "current_model": "gpt-4o",
         "fallback_model": "gpt-4o-mini",
     }
@@ -162,7 +162,7 @@ def latency(**kw: Any) -> hl.LatencySignals:
         (latency(long_queries=2), "database-bound", "report_slow_queries", None),
         (latency(slowest_statement_ms=9000.0), "database-bound", "report_slow_queries", None),
         (latency(idle_in_transaction=30), "database-bound", "report_slow_queries", None),
-        (latency(redis_avg_ms=150.0), "redis-bound", "notify", None),
+        (latency(redis_ping_ms=150.0), "redis-bound", "notify", None),
         (latency(), "capacity-bound", "scale_replicas", 5),  # 2 x 12 s / 5 s -> 5 (cap 5)
         (latency(p99_s=6.0, replicas=2), "capacity-bound", "scale_replicas", 3),
         # the 15-min P99 lags a fresh spike: size for how slow it is now (2 x 11 s / 5 s -> 5)
