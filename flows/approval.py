@@ -203,11 +203,17 @@ async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: s
                     expires_at=expires_at,
                 )
             logger.info(
-                "Waiting for approval %d/%d of %s on %s (%s)",
+                "Waiting for approval %d/%d of %s on %s by %s (a one-time code went to each;"
+                " answer with Resume on this run or `runbook approve %s`) until %s UTC (%s)",
                 number,
                 needed,
                 request.action,
                 request.target,
+                "one of " + ", ".join(a for a in policy.approvers if a not in approved_by)
+                if policy.approvers
+                else "an approver",
+                run_id,
+                f"{expires_at:%H:%M:%S}",
                 "this process is freed" if wait.mode is WaitMode.SUSPEND else "paused",
             )
         else:

@@ -43,6 +43,7 @@ def served(
         # machine) inside the expiry and once after it: give it room
         "RUNBOOK_APPROVAL_TIMEOUT_S": str(timeout.args[0] if timeout else 12 if no_sweeper else 4),
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_LOGGING_LEVEL": "INFO",  # as `runbook serve` runs: the runs' story at INFO
     }
     extra = ["--no-sweeper"] if no_sweeper else []
     proc = subprocess.Popen(
@@ -160,6 +161,48 @@ async def test_deployment_run_suspends_frees_its_process_and_acts_once_after_app
     assert again != "ACCEPT", "a second resume changes nothing"
     await asyncio.sleep(2)
     assert rollbacks(sb) == before + 1
+
+
+async def run_logs(run_id: str) -> list[Any]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async with get_client() as client:
+        return list(
+            await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[uuid.UUID(run_id)]))
+            )
+        )
+
+
+@pytest.mark.approval_timeout(60)
+async def test_a_run_waiting_for_approval_reads_as_waiting_not_as_an_error(
+    served: subprocess.Popen[bytes], platform_env: SandboxHandle, pg_url: str
+) -> None:
+    """The page links here: the Logs tab says who is asked and how, at INFO — and Prefect's own
+    end-of-pass line for the suspension does not read as an ERROR."""
+    sb = platform_env
+    sb.inject("bad-deploy")
+    inc, run_id = await start("-logs")
+    await wait_for(run_id, {"Suspended"})
+    deadline, logs = time.monotonic() + 30, []
+    while time.monotonic() < deadline:  # the run's logs arrive in batches
+        logs = await run_logs(run_id)
+        if any("Finished in state" in log.message for log in logs):
+            break
+        await asyncio.sleep(0.5)
+    assert [log.message for log in logs if log.level >= 40] == [], "nothing reads as an error"
+    waiting = [log for log in logs if log.message.startswith("Waiting for approval 1/1")]
+    assert waiting and waiting[0].level == 20, [log.message for log in logs]
+    assert "alice" in waiting[0].message and "runbook approve" in waiting[0].message
+    finished = [log for log in logs if log.message.startswith("Finished in state Suspended")]
+    assert finished and finished[0].level == 20 and "waiting for approval" in finished[0].message
+
+    code = code_from_slack(sb, "alice", run_id)
+    assert await resume(run_id, approve=False, approver="alice", code=code, reason="over") == (
+        "ACCEPT"
+    )
+    assert await wait_for(run_id, {"Completed", "Failed", "Crashed"}) == "Completed"
+    assert ledger_status(pg_url, inc) == "rejected"
 
 
 async def test_suspended_approval_timeout_ends_not_approved_and_pages(
