@@ -1,0 +1,65 @@
+"""`runbook serve`'s warm start: each flow run is a fork of a process that already imported Prefect
+and every flow — a real flow run against the test Prefect server, no patching of our code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows import warm_start
+from tests.flows.warm_probe import warm_probe
+
+pytestmark = pytest.mark.integration
+
+
+async def run_warm(
+    tmp_path: Path, name: str, **params: object
+) -> tuple[dict[str, object], str, int]:
+    out = tmp_path / f"{name}.json"
+    async with get_client() as client:
+        run = await client.create_flow_run(warm_probe, parameters={"out": str(out), **params})
+    process = warm_start.run_flow_in_forkserver(warm_probe, flow_run=run)
+    await asyncio.to_thread(process.join, 120)
+    async with get_client() as client:
+        state = (await client.read_flow_run(run.id)).state
+    report: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
+    return report, str(state.name) if state else "?", process.exitcode or 0
+
+
+async def test_a_warm_run_starts_with_the_flows_already_imported_and_completes(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    report, state, exitcode = await run_warm(tmp_path, "first")
+    assert state == "Completed" and exitcode == 0
+    assert report["preloaded"] is True, "the run did not start from the preloaded process"
+    assert report["ppid"] != os.getpid(), "forked by the fork server, not by this process"
+    assert report["api"] == os.environ["PREFECT_API_URL"], "the run sees the current settings"
+
+
+async def test_one_crashing_warm_run_does_not_take_the_next_one_down(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    crashed, _, exitcode = await run_warm(tmp_path, "crash", crash=True)
+    assert exitcode == -9, "the run's own process died"
+    report, state, _ = await run_warm(tmp_path, "after")
+    assert state == "Completed" and report["pid"] != crashed["pid"]
+
+
+def test_serve_installs_the_warm_start_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prefect.runner._starter_direct as starter
+
+    original = starter.run_flow_in_subprocess  # type: ignore[attr-defined]
+    try:
+        monkeypatch.setenv("RUNBOOK_WARM_START", "0")
+        assert warm_start.install() is False
+        assert starter.run_flow_in_subprocess is original  # type: ignore[attr-defined]
+        monkeypatch.setenv("RUNBOOK_WARM_START", "1")
+        assert warm_start.install() is True
+        assert starter.run_flow_in_subprocess is warm_start.run_flow_in_forkserver  # type: ignore[attr-defined]
+    finally:
+        starter.run_flow_in_subprocess = original  # type: ignore[attr-defined]
