@@ -7,8 +7,9 @@ killed process's claim ends with its connection, and no row lock is held while P
 is called (a slow Prefect API never delays the persisting of alerts). The flow run is created
 with `idempotency_key=<incident id>`: a crash between creating the run and marking the row done
 cannot create a second run. A failed attempt (Prefect API down, Slack 5xx) is rescheduled with
-exponential backoff; rows left by a killed process are picked up by any intake process, at
-start-up or at any poll.
+exponential backoff — never sooner than the `Retry-After` a rate-limited Slack or PagerDuty
+asked for (up to 5 minutes); rows left by a killed process are picked up by any intake process,
+at start-up or at any poll.
 
 A flow whose deployment does not exist (Prefect answers 404) will not appear by retrying: the
 row is finished (`failed: no deployment NAME`) and, in the same transaction, a `slack` triage
@@ -39,6 +40,7 @@ __all__ = ["OUTBOX_STATS", "DeploymentMissing", "DispatchFailed", "Dispatcher", 
 
 log = logging.getLogger("intake.dispatcher")
 
+RETRY_AFTER_MAX_S = 300.0  # the longest `Retry-After` of Slack/PagerDuty we wait out
 _LOCK_SPACE = 0x494E544B  # "INTK": advisory lock class of outbox rows
 _DUE = (
     "SELECT incident_id, action, target, attempts FROM runbook.outbox"
@@ -164,6 +166,9 @@ class Dispatcher:
             await self._escalate(conn, job, str(exc))
         except Exception as exc:
             delay = self.backoff(job.attempts)
+            asked = exc.retry_after if isinstance(exc, DispatchFailed) else None
+            if asked:  # a 429's Retry-After: never sooner (bounded: a page must still go out)
+                delay = max(delay, min(asked, RETRY_AFTER_MAX_S))
             message = _one_line(exc)
             self.metrics.dispatch_failures.labels(job.action).inc()
             log.warning(
