@@ -7,9 +7,9 @@
             start needs a human now, not when someone reads Slack
 
 A failure that may pass (connection refused, 5xx, 429) raises `DispatchFailed` and the row is
-retried with backoff; a refusal (4xx) or a channel that is not configured finishes the row with
-its reason, so nothing loops. Webhook URLs and routing keys are secrets: no result, log line or
-error names them.
+retried with backoff, never sooner than the answer's `Retry-After`; a refusal (4xx) or a channel
+that is not configured finishes the row with its reason, so nothing loops. Webhook URLs and
+routing keys are secrets: no result, log line or error names them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from blocks.slack import Slack
 from runbook.incidents import Incident
 from runbook.settings import get_settings
 from runbook.slack_text import clip, escape
+from tasks.http import retry_after
 
 log = logging.getLogger("intake.notices")
 
@@ -31,7 +32,12 @@ SLACK_LIMIT = 3000
 
 
 class DispatchFailed(Exception):
-    """An attempt failed and may succeed later; `str()` is one safe line for logs and the row."""
+    """An attempt failed and may succeed later; `str()` is one safe line for logs and the row.
+    `retry_after`: the seconds a 429 asked us to wait (the dispatcher waits at least that)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def slack_text(incident: Incident, reason: str = "") -> str:
@@ -41,7 +47,14 @@ def slack_text(incident: Incident, reason: str = "") -> str:
         f" from {escape(', '.join(incident.sources))}) on {escape(incident.target)}:"
         f" {escape(incident.summary[:1500])}"
     )
-    if reason:
+    if reason.startswith("reopened #"):  # migration 103: a flap after the flow run finished
+        flow = f"`{escape(incident.flow)}`" if incident.flow else "the runbook flow"
+        head = (
+            f":repeat: Back again — {alert} was resolved and fired again ({escape(reason)});"
+            f" {flow} already ran for this incident and is not run twice within the cool-down:"
+            " a human should look; on-call is being paged"
+        )
+    elif reason:
         flow = f" `{escape(incident.flow)}`" if incident.flow else ""
         head = (
             f":rotating_light: Triage needed — the runbook flow{flow} could not start"
@@ -71,7 +84,9 @@ async def notify_slack(incident: Incident, reason: str = "") -> str:
     except httpx.HTTPError as exc:
         raise DispatchFailed(f"Slack unreachable: {type(exc).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:
-        raise DispatchFailed(f"Slack answered {response.status_code}")
+        raise DispatchFailed(
+            f"Slack answered {response.status_code}", retry_after(response.headers)
+        )
     if response.status_code >= 400:
         # permanent (invalid_payload, channel_not_found, archived): record it, do not loop
         log.warning("incident %s: Slack refused (%d)", incident.id, response.status_code)
@@ -81,6 +96,11 @@ async def notify_slack(incident: Incident, reason: str = "") -> str:
 
 def page_summary(incident: Incident, reason: str) -> str:
     flow = f" {incident.flow}" if incident.flow else ""
+    if reason.startswith("reopened #"):
+        return (
+            f"Back again after runbook flow{flow} ran ({reason}; not run twice):"
+            f" {incident.title[:300]} on {incident.target} — {incident.summary[:400]}"
+        )[:1024]
     return (
         f"Runbook flow{flow} could not start ({reason}): {incident.title[:300]} on"
         f" {incident.target} — {incident.summary[:400]}"
@@ -126,7 +146,7 @@ async def page(incident: Incident, reason: str) -> str:
         raise DispatchFailed(f"PagerDuty unreachable: {type(exc).__name__}") from None
     code = response.status_code
     if code == 429 or code >= 500:
-        raise DispatchFailed(f"PagerDuty answered {code}")
+        raise DispatchFailed(f"PagerDuty answered {code}", retry_after(response.headers))
     if code >= 400:  # an invalid event (or key) will not improve: record it, do not loop
         log.warning("incident %s: PagerDuty refused the event (%d)", incident.id, code)
         return f"failed: pagerduty {code}"

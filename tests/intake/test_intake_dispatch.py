@@ -388,3 +388,61 @@ async def test_unmatched_alert_opens_triage_incident_and_notifies_slack(
     finally:
         slack.shutdown()
         slack.server_close()
+
+
+async def test_a_flap_after_the_flow_ran_reopens_without_a_second_run_and_tells_a_human(
+    deployed: str, fresh_db: str, spawn_intake: Callable[..., IntakeProcess]
+) -> None:
+    """Resolved, then firing again within the cool-down after its run: the runbook does not run
+    the flow twice (a flap), but the problem is back — Slack hears it and on-call is paged."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    slack = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=slack.serve_forever, daemon=True).start()
+    try:
+        proc = spawn_intake(
+            PREFECT_API_URL=deployed,
+            RUNBOOK_OPS_DATABASE_URL=fresh_db,
+            RUNBOOK_SLACK_WEBHOOK_URL=f"http://127.0.0.1:{slack.server_address[1]}/hook",
+            RUNBOOK_INTAKE_COOLDOWN_S="300",
+        )
+        target = unique()
+        async with httpx.AsyncClient(base_url=proc.url, timeout=10) as client:
+            first = (await post(client, "alertmanager", alertmanager_for(target))).json()
+            incident = first["incident"]
+
+            async def ran() -> bool:
+                rows = await outbox(fresh_db, incident)
+                return any(r[0] == "flow" and r[1] and r[2] != "cancelled" for r in rows)
+
+            await eventually(ran, timeout=20)
+            await post(client, "alertmanager", alertmanager_for(target, "resolved"))
+            again = (await post(client, "alertmanager", alertmanager_for(target))).json()
+        assert (again["incident"], again["outcome"]) == (incident, "reopened")
+
+        async def told() -> bool:
+            return any("Back again" in str(m.get("text")) for m in received)
+
+        await eventually(told, timeout=20)
+        text = next(str(m["text"]) for m in received if "Back again" in str(m.get("text")))
+        assert incident in text and "reopened #1" in text and "not run twice" in text
+        rows = {r[0]: r for r in await outbox(fresh_db, incident)}
+        assert rows["page"][2] is not None or rows["page"][3] > 0, "the page was attempted"
+        assert (await flow_runs_by_incident(deployed))[incident] == 1, "no second run"
+    finally:
+        slack.shutdown()
+        slack.server_close()
