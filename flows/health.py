@@ -94,15 +94,35 @@ async def health_check(dry_run: bool = False) -> HealthReport:
             f" {len(report.checks)} checks in {report.elapsed_ms:.0f} ms"
         ),
     )
-    if report.status is Status.CRITICAL and not dry_run:
+    if (report.status is Status.CRITICAL or unreachable(report)) and not dry_run:
         await open_incident(report)
     return report
 
 
+def unreachable(report: HealthReport) -> list[str]:
+    """Components none of whose (non-optional) checks could observe anything: the app's Redis
+    or Postgres down, the API not answering. That is an outage, not a gap in the report — one
+    check alone being unavailable (a permission, an extension) is not."""
+    by_component: dict[str, list[Any]] = {}
+    for check in report.checks:
+        if not check.details.get("optional"):
+            by_component.setdefault(check.component, []).append(check)
+    return sorted(
+        component
+        for component, checks in by_component.items()
+        if checks and all(c.status is Status.UNAVAILABLE for c in checks)
+    )
+
+
 def critical_alert(report: HealthReport) -> dict[str, Any]:
-    """The generic-format alert a critical report raises: one dedup key per set of failing
-    checks, so the intake coalesces repeats of the same failure into one incident."""
-    failing = sorted(report.with_status(Status.CRITICAL), key=lambda c: c.name)
+    """The generic-format alert a critical report raises (critical checks, and every check of a
+    component that cannot be reached): one dedup key per set of failing checks, so the intake
+    coalesces repeats of the same failure into one incident."""
+    down = set(unreachable(report))
+    failing = sorted(
+        [c for c in report.checks if c.status is Status.CRITICAL or c.component in down],
+        key=lambda c: c.name,
+    )
     names = [c.name for c in failing]
     return {
         "source": "health-check",
@@ -110,6 +130,7 @@ def critical_alert(report: HealthReport) -> dict[str, Any]:
         "severity": "critical",
         "status": "firing",
         "summary": "health checks critical: "
+        + "".join(f"{component} unreachable; " for component in sorted(down))
         + "; ".join(f"{c.component} {c.name}: {c.summary}" for c in failing)[:900],
         "dedup_key": "health-check:" + ",".join(names),
         "labels": {"component": ",".join(sorted({c.component for c in failing}))},

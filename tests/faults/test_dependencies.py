@@ -365,11 +365,6 @@ async def test_app_redis_down_health_check_completes_and_reports_it_unreachable(
     assert sb.journal()[before:] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: a target the health check cannot reach is 'unavailable', which tells nobody"
-    " (flows/health.py opens an incident only for 'critical'); see docs/reliability.md",
-)
 async def test_app_redis_unreachable_reaches_a_human(
     prefect_server: str, platform_env: SandboxHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
