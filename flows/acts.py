@@ -430,3 +430,30 @@ def done_text(action: ActionName, params: Params) -> str:
         return _DONE[action].format(**params)
     except (KeyError, IndexError):
         return f"{action.value} done"
+
+
+async def reconcile_recorded(action: str, target: str, params: Params) -> bool | None:
+    """Read the platform: did this recorded act happen? None when nothing can tell (no executor
+    or no reconcile for it). For acts whose run lost its process (the approval sweeper);
+    `target` "railway:api@staging" reads the staging environment's blocks."""
+    try:
+        found = EXECUTORS.get(ActionName(action))
+    except ValueError:
+        return None
+    if found is None or found.reconcile is None:
+        return None
+    environment = target.split("@", 1)[1] if "@" in target else None
+
+    async def maybe(block: Any) -> Any:
+        with contextlib.suppress(Exception):  # a block this act does not need may be unset
+            return await block.resolve(environment)
+        return None
+
+    platform = Platform(
+        railway=await Railway.resolve(environment),
+        rds=await maybe(Rds),
+        status_page=await maybe(CustomerStatusPage),
+        app_db=await maybe(AppDatabase),
+        openai_admin=await maybe(OpenAiAdmin),
+    )
+    return bool(await found.reconcile(platform, params))

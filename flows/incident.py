@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import psycopg
 from prefect import get_run_logger
 from prefect.context import FlowRunContext
 from prefect.exceptions import MissingContextError
@@ -26,7 +28,7 @@ from blocks.policy import Policy
 from flows.acts import Platform, executor
 from flows.approval import request_approval
 from flows.notifications import notify, page, ui_link
-from runbook import approvals, incidents, opsdb, slack_text, timeline
+from runbook import approvals, incidents, ledger, opsdb, slack_text, timeline
 from runbook.actions import ActionRequest
 from runbook.errors import PermanentError
 from runbook.plan import ActSpec
@@ -58,6 +60,39 @@ class RemediationResult(BaseModel):
     ui_url: str = ""
 
 
+class RunLease:
+    """This run's lease (`ledger.run_lease_sql`): a session advisory lock held on a connection of
+    its own, in a daemon thread, from the start of the run to its finish. The process dying
+    (SIGKILL, OOM, the machine gone) frees it, so the sweeper can tell a run Prefect still shows
+    Running from one that lost its process (flows/approval_sweeper.py `recover_lost_runs`).
+    A thread, not the event loop: nothing in the flow holds or waits on it."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._held = threading.Event()
+        self._release = threading.Event()
+        self._thread = threading.Thread(
+            target=self._hold, args=(opsdb.ops_database_url(),), daemon=True
+        )
+
+    def _hold(self, url: str) -> None:
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                sql, args = ledger.run_lease_sql(self.run_id)
+                conn.execute(sql, args)
+                self._held.set()
+                self._release.wait()
+        except Exception:  # no lease: the run still runs (a live run is never stopped for it)
+            self._held.set()
+
+    async def take(self, timeout_s: float = 30.0) -> None:
+        self._thread.start()
+        await asyncio.to_thread(self._held.wait, timeout_s)
+
+    def release(self) -> None:
+        self._release.set()
+
+
 class IncidentRun:
     """One flow run's view of its incident."""
 
@@ -82,6 +117,11 @@ class IncidentRun:
         self.flow_run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
         # run as another flow's subflow: the parent reports to Slack and closes the timeline
         self.nested = bool(ctx and ctx.flow_run and ctx.flow_run.parent_task_run_id)
+        self.lease: RunLease | None = None
+
+    def __del__(self) -> None:  # a run that raised never reached finish(): free its lease
+        if getattr(self, "lease", None) is not None:
+            self.lease.release()  # type: ignore[union-attr]
 
     @classmethod
     async def start(cls, flow: str, incident_id: str | None, dry_run: bool) -> IncidentRun:
@@ -98,6 +138,9 @@ class IncidentRun:
         else:
             incident_id = f"manual-{uuid.uuid4().hex[:12]}"
         run = cls(flow, incident_id, title, dry_run, policy)
+        if run.flow_run_id and not dry_run:  # alive until finish() (see RunLease)
+            run.lease = RunLease(run.flow_run_id)
+            await run.lease.take()
         run.resolved_before_start = resolved
         run.from_incident = not incident_id.startswith("manual-")
         for problem in policy.problems:  # a block document refused: we run on the floor
@@ -354,6 +397,8 @@ class IncidentRun:
                 f"{slack_text.escape(summary)} "
                 f"Timeline: {link}"
             )
+        if self.lease is not None:  # finished: the sweeper has nothing to recover here
+            self.lease.release()
         return RemediationResult(
             flow=self.flow,
             incident_id=self.incident_id,

@@ -235,3 +235,64 @@ async def entries(conn: Conn, incident_id: str) -> list[LedgerEntry]:
         )
         rows = await cur.fetchall()
     return [LedgerEntry.model_validate(r) for r in rows]
+
+
+# -- lost runs (a process killed mid-run: see flows/approval_sweeper.py) -------------------------
+# A live incident run holds a session advisory lock on `run-lease:<flow run id>` for as long as it
+# runs (flows/incident.py). It dies with the process's connection, so a run that Prefect still
+# shows Running but whose lease is free has lost its process (SIGKILL, OOM, a machine gone).
+RUN_LEASE = "run-lease:"
+
+
+def run_lease_sql(run_id: str) -> tuple[str, tuple[str]]:
+    """The statement (and its argument) that takes a run's lease on a dedicated connection."""
+    return "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (RUN_LEASE + run_id,)
+
+
+async def run_alive(conn: Conn, run_id: str) -> bool:
+    """Does some process hold this run's lease (is the run's process alive)?"""
+    cur = await conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (RUN_LEASE + run_id,)
+    )
+    row = await cur.fetchone()
+    if row and row[0]:  # free: nobody holds it; give it back at once
+        await conn.execute(
+            "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (RUN_LEASE + run_id,)
+        )
+        return False
+    return True
+
+
+async def unfinished_runs(
+    conn: Conn, skip: list[str] | None = None, limit: int = 100
+) -> list[tuple[str, str]]:
+    """(flow run, incident), newest first, of real acts of the last day whose run never finished
+    the incident: the entry is still in flight (intent, approved, started) or done with no
+    `finished` line on the timeline after it, and no lost-run escalation was recorded for that
+    run yet. `skip`: runs the caller has already settled."""
+    cur = await conn.execute(
+        "SELECT a.flow_run_id, a.incident_id FROM runbook.actions a"
+        " WHERE NOT a.dry_run AND a.flow_run_id IS NOT NULL"
+        " AND NOT (a.flow_run_id = ANY(%s))"
+        " AND a.status IN ('intent', 'approved', 'started', 'done')"
+        " AND a.updated_at > now() - interval '1 day'"
+        " AND NOT EXISTS (SELECT 1 FROM runbook.action_events e"
+        "  WHERE e.incident_id = a.incident_id AND ("
+        "   (e.at >= a.updated_at AND (e.kind = 'finished' OR e.kind LIKE '%% finished'))"
+        "   OR e.detail->>'lost_run' = a.flow_run_id))"
+        " GROUP BY a.flow_run_id, a.incident_id ORDER BY max(a.updated_at) DESC LIMIT %s",
+        (list(skip or []), limit),
+    )
+    return [(str(r[0]), str(r[1])) for r in await cur.fetchall()]
+
+
+async def of_run(conn: Conn, run_id: str) -> list[LedgerEntry]:
+    """The real (not dry-run) entries a flow run created."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT * FROM runbook.actions WHERE flow_run_id = %s AND NOT dry_run"
+            " ORDER BY created_at",
+            (run_id,),
+        )
+        rows = await cur.fetchall()
+    return [LedgerEntry.model_validate(r) for r in rows]

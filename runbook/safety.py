@@ -23,7 +23,9 @@ No connection to the ops database is held while a human decides.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -91,6 +93,19 @@ class ActOutcome(BaseModel):
     @property
     def acted(self) -> bool:
         return self.status == "done"
+
+
+# TEST-ONLY fault injection (issue #15, tests/faults/): inert unless the environment variable
+# RUNBOOK_TEST_PAUSE_AT names a step. At that step the act's process stops (sleeps) so a fault
+# test can SIGKILL it exactly there: "approved" — the approval is recorded in the ledger, nothing
+# sent yet; "acted" — the platform answered, the ledger does not know yet (still `started`).
+# Never set it outside the fault suite: a paused process never acts.
+TEST_PAUSE_ENV = "RUNBOOK_TEST_PAUSE_AT"
+
+
+async def _test_pause(step: str) -> None:
+    if step in os.environ.get(TEST_PAUSE_ENV, "").split(","):
+        await asyncio.sleep(3600)
 
 
 def _limit_name(target: str) -> str:
@@ -291,6 +306,7 @@ async def perform(
                 f"approved by {', '.join(approvers)}: {answer.reason}",
                 key=key,
             )
+        await _test_pause("approved")
         if still_needed is not None and not await still_needed():
             why = "the symptom was gone when re-checked after approval"
             async with _db() as conn:
@@ -376,6 +392,7 @@ async def _act_once(run: _Perform, conn: ledger.Conn, act: Act, approvers: list[
         await ledger.mark(conn, key, "failed", outcome={"error": str(exc)})
         await ledger.event(conn, request.incident_id, "failed", str(exc), key=key)
         return run.outcome("failed", str(exc), approvers=approvers)
+    await _test_pause("acted")
     await ledger.mark(conn, key, "done", outcome=outcome)
     await ledger.event(
         conn,
