@@ -59,6 +59,19 @@ def warm_up() -> None:
     forkserver.ensure_running()
 
 
+def by_reference(flow: Any) -> str | None:
+    """The registry name a runbook flow is sent to its run process by, instead of the pickled
+    flow. A module's attribute is the Flow object, not its function, so cloudpickle copies the
+    function *by value* with only the globals it names at run time — annotations that are
+    strings (`from __future__ import annotations`) then point at names the copy lacks, and
+    Prefect's parameter validation fails ("`RollbackModel` is not fully defined"). The child
+    looks the flow up in its already-imported module instead. None: not a registry flow."""
+    name = getattr(flow, "name", None)
+    if name in FLOWS and FLOWS[name].split(":")[0] == getattr(flow.fn, "__module__", None):
+        return str(name)
+    return None
+
+
 def run_flow_in_forkserver(
     flow: Any,
     flow_run: Any = None,
@@ -87,6 +100,7 @@ def run_flow_in_forkserver(
         *args: Any,
         env: dict[str, str | None] | None = None,
         remove_env: set[str] | None = None,
+        registry_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         for key in remove_env or ():
@@ -95,6 +109,10 @@ def run_flow_in_forkserver(
         from runbook.settings import get_settings
 
         get_settings.cache_clear()  # imported in the fork server, with its environment
+        if registry_name is not None:  # the module's own flow object (see `by_reference`)
+            from flows.registry import load_flow
+
+            kwargs["flow"] = load_flow(registry_name)
         settings_context = get_settings_context()
         with (
             SettingsContext(profile=settings_context.profile, settings=Settings()),
@@ -117,11 +135,13 @@ def run_flow_in_forkserver(
         for key, value in sanitized_merged_env.items()
         if key in _CONTROL_CHANNEL_ENV_KEYS
     }
+    registry_name = by_reference(flow)
     wrapped_call = cloudpickle_wrapped_call(
         run_flow_with_env,
         env=runtime_env,
         remove_env={key for key, value in merged_env.items() if value is None},
-        flow=flow,
+        registry_name=registry_name,
+        flow=None if registry_name else flow,
         flow_run=flow_run,
         parameters=parameters,
         wait_for=wait_for,

@@ -50,6 +50,33 @@ async def test_one_crashing_warm_run_does_not_take_the_next_one_down(
     assert state == "Completed" and report["pid"] != crashed["pid"]
 
 
+@pytest.mark.parametrize("name", ["rollback", "scale-replicas"])
+async def test_operator_flows_run_warm_with_their_annotated_parameters(
+    prefect_server: str, platform_env: object, name: str
+) -> None:
+    """Flows whose parameters are annotated types (DeploymentId, Annotated[int, Field(...)])
+    run from the warm start: the run process uses its module's flow, not a by-value copy whose
+    annotations cannot be resolved (which failed every such run before it began)."""
+    from flows.registry import load_flow
+
+    flow_obj = load_flow(name)
+    params = {"dry_run": True, **({"replicas": 2} if name == "scale-replicas" else {})}
+    async with get_client() as client:
+        run = await client.create_flow_run(flow_obj, parameters=params)
+    process = warm_start.run_flow_in_forkserver(flow_obj, flow_run=run)
+    await asyncio.to_thread(process.join, 180)
+    async with get_client() as client:
+        state = (await client.read_flow_run(run.id)).state
+    assert state is not None and state.name == "Completed", state and state.message
+
+
+def test_registry_flows_go_to_their_run_process_by_reference() -> None:
+    from flows.registry import FLOWS, load_flow
+
+    assert all(warm_start.by_reference(load_flow(name)) == name for name in FLOWS)
+    assert warm_start.by_reference(warm_probe) is None
+
+
 def test_serve_installs_the_warm_start_unless_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     import prefect.runner._starter_direct as starter
 
