@@ -170,7 +170,9 @@ def demo(
     scenario: list[str] | None = typer.Option(
         None, "--scenario", help="run only this scenario (repeatable; --list shows them)"
     ),
-    fault_wait: float = typer.Option(20.0, "--fault-wait", help="seconds of symptoms first"),
+    fault_wait: float = typer.Option(
+        20.0, "--fault-wait", help="at most this many seconds of symptoms before each alert"
+    ),
     list_: bool = typer.Option(
         False, "--list", help="list the scenarios and the runbook section each plays"
     ),
@@ -178,7 +180,9 @@ def demo(
         False, "--keep", help="leave the stack running to explore the UI (Ctrl-C stops it)"
     ),
 ) -> None:
-    """Start everything locally (Prefect, sandbox, intake, flows) and remediate each fault."""
+    """A game day for the whole runbook: start everything locally (Prefect, sandbox, intake,
+    flows), then play each runbook section's scenario — a fault and its alert, or an operator's
+    `runbook run` — answering every approval; Ctrl-C stops everything it started (exit 130)."""
     import tempfile
     from pathlib import Path
 
