@@ -23,6 +23,22 @@ once (journal entries of that act, ledger rows done), and resolve the alert.
 
     .venv/bin/python -m bench.alert_to_action [--runs 30] [--warmup 2] [--max-load 1.5]
 
+The issue's comparison (high-load → scale replicas only, one measured run of each mode after
+each of ours, so all three see the same machine):
+
+    .venv/bin/python -m bench.alert_to_action --scenario high-load --peer --floor
+
+- `--peer`: a plain Prefect served flow doing the same check + act, written as a user would
+  (`PEER_SOURCE` below, ~30 lines: read the service's HTTP latency from the sandbox's Railway
+  GraphQL `httpLogs`, scale replicas with `environmentPatchCommit` when P99 > 10 s), served with
+  `flow.serve()` at Prefect's DEFAULT runner settings (poll every 10 s, a fresh spawned process
+  per run), triggered with `run_deployment`; timed from the `run_deployment` call to the
+  journal entry;
+- `--floor`: the same check → decide → act called directly in this process (no Prefect); timed
+  from the call to the journal entry.
+
+Both print the ratios ours/peer and ours/floor (medians, ours = the high-load runs).
+
 Before measuring it waits (up to `--quiet-wait` s, 15 min by default) until the 1-min load average
 is below `--max-load`; after that it measures anyway and says the machine was busy. Every process
 it started is stopped at the end, also on Ctrl-C or SIGTERM (`Stack.stop()`).
@@ -323,6 +339,240 @@ async def one_run(stack: Stack, s: Scenario, http: httpx.AsyncClient, prefect: A
     return result
 
 
+# -- the comparison: a plain Prefect served flow (peer) and no Prefect at all (floor) -------------
+PEER_DEPLOYMENT = "scale-on-latency/peer"
+PEER_SOURCE = """\
+import os
+
+import httpx
+from prefect import flow, task
+
+URL, TOKEN = os.environ["RUNBOOK_RAILWAY_ENDPOINT"], os.environ["RUNBOOK_RAILWAY_TOKEN"]
+ENV = os.environ["RUNBOOK_RAILWAY_ENVIRONMENT_ID"]
+SERVICE = os.environ["RUNBOOK_RAILWAY_SERVICE_ID"]
+
+
+async def gql(query: str, **variables):
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15) as c:
+        answer = await c.post(URL, json={"query": query, "variables": variables})
+        answer.raise_for_status()
+        return answer.json()["data"]
+
+
+async def read_latency():
+    si = (await gql("query($e: String!, $s: String!) { serviceInstance(environmentId: $e,"
+                    " serviceId: $s) { numReplicas region latestDeployment { id } } }",
+                    e=ENV, s=SERVICE))["serviceInstance"]
+    logs = (await gql("query($d: String!) { httpLogs(deploymentId: $d, limit: 100)"
+                      " { totalDuration } }", d=si["latestDeployment"]["id"]))["httpLogs"]
+    durations = sorted(line["totalDuration"] for line in logs) or [0]
+    return si, durations[int(0.99 * (len(durations) - 1))]
+
+
+async def scale(region: str, replicas: int):
+    config = {"multiRegionConfig": {region: {"numReplicas": replicas}}}
+    patch = {"services": {SERVICE: {"deploy": config}}}
+    await gql("mutation($e: String!, $p: EnvironmentConfig) {"
+              " environmentPatchCommit(environmentId: $e, patch: $p) }", e=ENV, p=patch)
+
+
+async def check_and_act(p99_limit_ms: int = 10_000) -> str:
+    si, p99 = await read_latency()
+    if p99 <= p99_limit_ms:
+        return f"p99 {p99} ms: nothing to do"
+    await scale(si["region"] or "us-west2", si["numReplicas"] + 1)
+    return f"p99 {p99} ms: scaled to {si['numReplicas'] + 1}"
+
+
+@flow(name="scale-on-latency")
+async def scale_on_latency(p99_limit_ms: int = 10_000) -> str:
+    si, p99 = await task(read_latency)()
+    if p99 <= p99_limit_ms:
+        return f"p99 {p99} ms: nothing to do"
+    await task(scale)(si["region"] or "us-west2", si["numReplicas"] + 1)
+    return f"p99 {p99} ms: scaled to {si['numReplicas'] + 1}"
+
+
+if __name__ == "__main__":
+    scale_on_latency.serve(name="peer")
+"""
+PEER_STAGES = (
+    ("call", "run_deployment call → flow run created"),
+    ("pickup", "created → Pending (runner poll, default 10 s)"),
+    ("launch", "Pending → Running (spawned flow-run process)"),
+    ("act", "Running → mutation in the journal"),
+)
+
+
+@dataclass
+class Compared:
+    mode: str  # peer | floor
+    to_action_s: float | None = None
+    acts: int = 0
+    final_state: str = ""
+    outcome: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    load: float = 0.0
+    problem: str = ""
+
+
+def _write_peer(home: Path) -> Path:
+    path = home / "peer_flow.py"
+    path.write_text(PEER_SOURCE)
+    return path
+
+
+def start_peer(stack: Stack) -> Path:
+    """The peer's file in the stack's home, served by its own process (a stack child, so it is
+    stopped with the stack) with Prefect's default runner settings."""
+    from sandbox.local import process
+
+    path = _write_peer(stack.home)
+    env = {**os.environ, **stack.env, "PREFECT_LOGGING_LEVEL": "WARNING"}
+    env.pop("PREFECT_RUNNER_POLL_FREQUENCY", None)  # Prefect's default (10 s)
+    env["PREFECT_HOME"] = str(stack.home / "prefect-peer")
+    child = process.spawn([sys.executable, str(path)], env, stack.home / "peer.log")
+    stack.children.append(child)
+    return path
+
+
+async def wait_peer_served(prefect: Any, child: Any, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError(f"the peer exited with {child.returncode}; see peer.log")
+        try:
+            await prefect.read_deployment_by_name(PEER_DEPLOYMENT)
+            return
+        except Exception:
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"the peer did not serve {PEER_DEPLOYMENT} within {timeout_s:g} s")
+
+
+def _load_peer(path: Path) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_peer_flow", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _prepare(stack: Stack, s: Scenario) -> tuple[int, float, str]:
+    sb = stack.sandbox
+    sb.reset()
+    before = len(sb.journal())
+    sb.inject(s.fault, target=s.fault_target)
+    waited, _ = await wait_symptom(s.name)
+    return before, waited, ""
+
+
+async def _first_act(stack: Stack, before: int, timeout_s: float = 120) -> dict[str, Any] | None:
+    ops, deadline = ACT_OPERATIONS["high-load"], time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        entries: list[dict[str, Any]] = stack.sandbox.journal()[before:]
+        found = next((e for e in entries if e["operation"] in ops), None)
+        if found is not None:
+            return found
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def peer_run(stack: Stack, s: Scenario, prefect: Any) -> Compared:
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    result = Compared(mode="peer")
+    before, _, _ = await _prepare(stack, s)
+    result.load = os.getloadavg()[0]
+    called = time.time()
+    run = await run_deployment(PEER_DEPLOYMENT, timeout=0)  # type: ignore[misc]
+    first = await _first_act(stack, before)
+    if first is None:
+        result.problem = "no act in the journal"
+    else:
+        result.to_action_s = _ts(first["ts"]) - called
+    try:
+        final = await _wait_final(prefect, str(run.id), 120)
+    except TimeoutError as exc:
+        result.problem = result.problem or str(exc)
+        return result
+    result.final_state = str(final.state.type.value if final.state else "?")
+    ops = ACT_OPERATIONS["high-load"]
+    result.acts = sum(1 for e in stack.sandbox.journal()[before:] if e["operation"] in ops)
+    states = await prefect.read_flow_run_states(run.id)
+    pending = min((_ts(x.timestamp) for x in states if x.type == StateType.PENDING), default=0)
+    running = min((_ts(x.timestamp) for x in states if x.type == StateType.RUNNING), default=0)
+    if first is not None and pending and running:
+        marks = [called, _ts(final.created), pending, running, _ts(first["ts"])]
+        result.stages = {
+            key: later - earlier
+            for (key, _), (earlier, later) in zip(PEER_STAGES, pairwise(marks), strict=True)
+        }
+    if result.acts != 1 and not result.problem:
+        result.problem = f"{result.acts} acts"
+    return result
+
+
+async def floor_run(stack: Stack, s: Scenario, module: Any) -> Compared:
+    result = Compared(mode="floor")
+    before, _, _ = await _prepare(stack, s)
+    result.load = os.getloadavg()[0]
+    called = time.time()
+    result.outcome = await module.check_and_act()
+    first = await _first_act(stack, before, timeout_s=10)
+    if first is None:
+        result.problem = f"no act in the journal ({result.outcome})"
+    else:
+        result.to_action_s = _ts(first["ts"]) - called
+    ops = ACT_OPERATIONS["high-load"]
+    result.acts = sum(1 for e in stack.sandbox.journal()[before:] if e["operation"] in ops)
+    result.final_state = "-"
+    return result
+
+
+def report_compared(results: list[Result], compared: list[Compared], busy: bool) -> None:
+    ours = [r.to_action_s for r in results if r.scenario == "high-load" and r.to_action_s]
+    print("\nthe issue's comparison (high load → scale replicas):")
+    for c in compared:
+        took = f"{c.to_action_s:6.2f} s" if c.to_action_s is not None else "   -   "
+        stages = " ".join(f"{k} {v:.2f}" for k, v in c.stages.items())
+        print(
+            f"  {c.mode:<5} → act {took} acts {c.acts} {c.final_state:<10} load {c.load:4.2f}"
+            f"  {stages}  {c.outcome[:60]} {c.problem}"
+        )
+    today = datetime.now(UTC).date().isoformat()
+    rows = [("ours: alert POST → act (intake, dispatch, `runbook serve`)", ours)]
+    for mode, label in (
+        ("peer", "peer: `run_deployment` → act (plain `flow.serve()`, default runner)"),
+        ("floor", "floor: check → decide → act called in-process, no Prefect"),
+    ):
+        timed = [c.to_action_s for c in compared if c.mode == mode and c.to_action_s is not None]
+        if timed:
+            rows.append((label, timed))
+    print("\nmarkdown rows for docs/benchmarks.md:\n")
+    print("| path | runs | median | p95 | ours ÷ this (medians) |\n|---|---|---|---|---|")
+    base = statistics.median(ours) if ours else None
+    for label, values in rows:
+        median = statistics.median(values)
+        ratio = f"{base / median:.1f} x" if base and median else "-"
+        print(
+            f"| {label} | {len(values)} | {median:.2f} s | {_pct(values, 0.95):.2f} s | {ratio} |"
+        )
+    peer = [c for c in compared if c.mode == "peer" and c.stages]
+    if peer:
+        print("\n| peer stage | median | p95 |\n|---|---|---|")
+        for key, label in PEER_STAGES:
+            values = [c.stages[key] for c in peer]
+            print(f"| {label} | {statistics.median(values):.2f} s | {_pct(values, 0.95):.2f} s |")
+    loads = [c.load for c in compared] + [r.load for r in results]
+    print(
+        f"\nmeasured {today}, 2 cores, 1-min load median {statistics.median(loads):.2f},"
+        f" max {max(loads):.2f}{' (busy)' if busy else ''}"
+    )
+
+
 # -- report ----------------------------------------------------------------------------------------
 def _line(label: str, values: list[float]) -> str:
     if not values:
@@ -344,8 +594,10 @@ def report(results: list[Result], *, busy: bool, quiet_load: float, args: Any) -
         )
         if r.problem or r.waited_for:
             print(f"      decided: {r.decided[:120]}; waited past: {r.waited_for or '-'}")
-    groups = {name: [r for r in results if r.scenario == name] for name in NAMES}
-    groups["all"] = results
+    played = [name for name in NAMES if any(r.scenario == name for r in results)]
+    groups = {name: [r for r in results if r.scenario == name] for name in played}
+    if len(played) > 1:  # one scenario played: "both" would repeat it
+        groups["all"] = results
     for name, rows in groups.items():
         timed = [r.to_action_s for r in rows if r.to_action_s is not None]
         print(f"\n{name}: {len(rows)} runs, act exactly once in {sum(r.once for r in rows)}")
@@ -393,6 +645,11 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="runs first, not counted")
     parser.add_argument("--max-load", type=float, default=1.5, help="1-min load to wait for")
     parser.add_argument("--quiet-wait", type=float, default=900.0, help="s to wait for it, max")
+    parser.add_argument(
+        "--scenario", choices=("both", *NAMES), default="both", help="ours: which scenarios"
+    )
+    parser.add_argument("--peer", action="store_true", help="also a plain served Prefect flow")
+    parser.add_argument("--floor", action="store_true", help="also the check + act, no Prefect")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
 
@@ -400,6 +657,8 @@ def main() -> int:
     from runbook.settings import get_settings
 
     chosen = {s.name: s for s in SCENARIOS if s.name in NAMES}
+    order = NAMES if args.scenario == "both" else (args.scenario,)
+    compared: list[Compared] = []
     deadline = time.monotonic() + args.quiet_wait
     quiet = wait_for_quiet(args.max_load, deadline)
     home = Path(tempfile.mkdtemp(prefix="runbook-bench-a2a-"))
@@ -414,16 +673,41 @@ def main() -> int:
         from prefect.client.orchestration import get_client
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
+        peer_path = start_peer(stack) if args.peer else None
+        peer_child = stack.children[-1] if args.peer else None
+
+        async def compare(prefect: Any, warm: bool = False) -> None:
+            high = chosen["high-load"]
+            if args.peer:
+                c = await peer_run(stack, high, prefect)
+                print(
+                    f"{'  warm-up ' if warm else '  '}peer: {c.to_action_s} s {c.problem}",
+                    flush=True,
+                )
+                if not warm:
+                    compared.append(c)
+            if args.floor:
+                c = await floor_run(stack, high, floor_module)
+                print(
+                    f"{'  warm-up ' if warm else '  '}floor: {c.to_action_s} s {c.problem}",
+                    flush=True,
+                )
+                if not warm:
+                    compared.append(c)
+
         async def bench() -> tuple[bool, float]:
             async with httpx.AsyncClient(timeout=10) as http, get_client() as prefect:
+                if peer_child is not None:
+                    await wait_peer_served(prefect, peer_child)
                 for i in range(args.warmup):
-                    s = chosen[NAMES[i % 2]]
+                    s = chosen[order[i % len(order)]]
                     r = await one_run(stack, s, http, prefect)
                     print(f"warm-up {s.name}: {r.to_action_s} s {r.problem}", flush=True)
+                    await compare(prefect, warm=True)
                 quiet_now = await asyncio.to_thread(wait_for_quiet, args.max_load, deadline)
                 load = os.getloadavg()[0]
                 for i in range(args.runs):
-                    s = chosen[NAMES[i % 2]]
+                    s = chosen[order[i % len(order)]]
                     r = await one_run(stack, s, http, prefect)
                     results.append(r)
                     took = f"{r.to_action_s:.2f} s" if r.to_action_s is not None else "-"
@@ -432,8 +716,12 @@ def main() -> int:
                         f" acts {r.acts}) {r.problem}",
                         flush=True,
                     )
+                    if s.name == "high-load":
+                        await compare(prefect)
                 return quiet and quiet_now, load
 
+        # the floor: the peer's own check + act, imported here (its Prefect decorators unused)
+        floor_module = _load_peer(peer_path or _write_peer(home)) if args.floor else None
         with temporary_settings(updates={PREFECT_API_URL: stack.server.api_url}):
             was_quiet, load = asyncio.run(bench())
     except KeyboardInterrupt:
@@ -446,7 +734,10 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if results:
         report(results, busy=not was_quiet, quiet_load=load, args=args)
-    return 0 if results and all(r.ok for r in results) else 1
+    if compared:
+        report_compared(results, compared, busy=not was_quiet)
+    ok = all(r.ok for r in results) and not any(c.problem for c in compared)
+    return 0 if results and ok else 1
 
 
 if __name__ == "__main__":
