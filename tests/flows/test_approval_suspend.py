@@ -187,7 +187,7 @@ async def test_a_run_waiting_for_approval_reads_as_waiting_not_as_an_error(
     deadline, logs = time.monotonic() + 30, []
     while time.monotonic() < deadline:  # the run's logs arrive in batches
         logs = await run_logs(run_id)
-        if any("Finished in state" in log.message for log in logs):
+        if any(log.message.startswith("Finished in state Suspended") for log in logs):
             break
         await asyncio.sleep(0.5)
     assert [log.message for log in logs if log.level >= 40] == [], "nothing reads as an error"
