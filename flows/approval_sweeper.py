@@ -51,40 +51,78 @@ def timeout_answer(action: str, target: str) -> dict[str, Any]:
     }
 
 
+SWEEP_CONCURRENCY = 8  # resumes in flight at once: one slow answer never holds up the rest
+RESUME_TIMEOUT_S = 20.0  # a resume Prefect does not answer in time is retried by a later sweep
+
+
+async def _resume_expired(
+    client: Any, run_id: str, pause_key: str, action: str, target: str
+) -> tuple[str, str | None]:
+    """Resume one expired wait with the timeout answer: ("swept" | "other" | "ended", state)."""
+    try:
+        run = await client.read_flow_run(UUID(run_id))
+    except ObjectNotFound:
+        run = None
+    state = run.state if run else None
+    if state is not None and state.is_paused():
+        if state.state_details.pause_key not in (None, pause_key):
+            return "other", None  # waiting at another approval point: not this one's business
+        answer = await client.resume_flow_run(
+            UUID(run_id), run_input=timeout_answer(action, target)
+        )
+        if answer.status == SetStateStatus.ACCEPT:
+            log.warning("approval of %s on %s expired: run %s", action, target, run_id)
+            return "swept", None
+        # an operator's answer got there first, or Prefect refused ours
+        log.info("run %s not resumed by the sweeper: %s", run_id, answer.details)
+        return "other", None
+    if state is None or state.is_final():
+        return "ended", state.name if state else "gone"
+    return "other", None
+
+
 async def sweep_once() -> list[str]:
-    """Resume every expired suspended approval with the timeout answer; returns those runs."""
+    """Resume every expired suspended approval with the timeout answer (several at once, each
+    bounded in time); returns those runs."""
     async with await opsdb.connect() as conn:
         rows = await approvals.expired_suspended(conn)
+        for run_id, pause_key, _action, _target in rows:
+            await approvals.mark_swept(conn, run_id, pause_key)
         swept: list[str] = []
+        limit = asyncio.Semaphore(SWEEP_CONCURRENCY)
         async with get_client() as client:
-            for run_id, pause_key, action, target in rows:
-                await approvals.mark_swept(conn, run_id, pause_key)
-                try:
-                    run = await client.read_flow_run(UUID(run_id))
-                except ObjectNotFound:
-                    run = None
-                state = run.state if run else None
-                if state is not None and state.is_paused():
-                    if state.state_details.pause_key not in (None, pause_key):
-                        continue  # waiting at another approval point: not this one's business
-                    answer = await client.resume_flow_run(
-                        UUID(run_id), run_input=timeout_answer(action, target)
-                    )
-                    if answer.status == SetStateStatus.ACCEPT:
-                        log.warning("approval of %s on %s expired: run %s", action, target, run_id)
-                        swept.append(run_id)
-                    else:  # an operator's answer got there first, or Prefect refused ours
-                        log.info("run %s not resumed by the sweeper: %s", run_id, answer.details)
-                elif state is None or state.is_final():
-                    # the run ended while waiting (cancelled, deleted, or failed by Prefect's
-                    # own pause timeout because nothing swept in time): nobody acted, tell one
-                    why = f"the run ended while waiting ({state.name if state else 'gone'})"
-                    incident = await approvals.end_unanswered(conn, run_id, pause_key, why)
-                    if incident is not None:
-                        await page(
-                            f"Approval for {action} on {target} never answered: {why}",
-                            {"incident": incident, "flow_run": run_id},
+
+            async def one(row: tuple[str, str, str, str]) -> tuple[str, str | None]:
+                async with limit:
+                    try:
+                        return await asyncio.wait_for(
+                            _resume_expired(client, *row), RESUME_TIMEOUT_S
                         )
+                    except Exception as exc:  # this row is retried by a sweep 30 s later
+                        log.warning(
+                            "sweeping run %s failed (retried later): %s: %s",
+                            row[0],
+                            type(exc).__name__,
+                            exc,
+                        )
+                        return "error", None
+
+            results = await asyncio.gather(*(one(row) for row in rows))
+        for (run_id, pause_key, action, target), (outcome, ended) in zip(
+            rows, results, strict=True
+        ):
+            if outcome == "swept":
+                swept.append(run_id)
+            elif outcome == "ended":
+                # the run ended while waiting (cancelled, deleted, or failed by Prefect's own
+                # pause timeout because nothing swept in time): nobody acted, tell one
+                why = f"the run ended while waiting ({ended})"
+                incident = await approvals.end_unanswered(conn, run_id, pause_key, why)
+                if incident is not None:
+                    await page(
+                        f"Approval for {action} on {target} never answered: {why}",
+                        {"incident": incident, "flow_run": run_id},
+                    )
     try:
         await recover_lost_runs()
     except Exception as exc:  # the approvals above were answered: report them regardless

@@ -94,6 +94,7 @@ async def serve(with_schedules: bool = True, only: Collection[str] | None = None
         name=settings.deployment_name,
         pause_on_shutdown=True,
         query_seconds=settings.serve_poll_s,
+        limit=settings.serve_limit,
     )
     schedules = schedules_from_yaml() if with_schedules else {}
     served = []

@@ -148,6 +148,12 @@ class Settings(BaseSettings):
     approval_sweep_s: float = Field(
         5.0, description="how often `runbook serve` times out expired approvals of suspended runs"
     )
+    serve_limit: int = Field(
+        10,
+        ge=1,
+        description="flow runs `runbook serve` runs at once (Prefect's default is 5): suspended"
+        " runs hold none, but the reruns of answered or timed-out approvals queue behind it",
+    )
     serve_poll_s: float = Field(
         1.0,
         gt=0,
