@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,34 @@ def alertmanager_for(target: str, status: str = "firing") -> dict[str, Any]:
         alert["status"] = status
         alert["labels"]["target"] = target
     return payload
+
+
+@contextlib.contextmanager
+def slack_hook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A Slack incoming-webhook stand-in on 127.0.0.1: (base URL, the JSON bodies received)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def outbox(url: str, incident_id: str) -> list[tuple[Any, ...]]:
@@ -343,27 +372,8 @@ async def test_maintenance_window_suppresses_except_complete_outage(
 async def test_unmatched_alert_opens_triage_incident_and_notifies_slack(
     deployed: str, fresh_db: str, spawn_intake: Callable[..., IntakeProcess]
 ) -> None:
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    slack = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    thread = threading.Thread(target=slack.serve_forever, daemon=True)
-    thread.start()
-    try:
-        hook_url = f"http://127.0.0.1:{slack.server_address[1]}/services/T000/B000/XXXX"
+    with slack_hook() as (url, received):
+        hook_url = url + "/services/T000/B000/XXXX"
         proc = spawn_intake(
             PREFECT_API_URL=deployed,
             RUNBOOK_OPS_DATABASE_URL=fresh_db,
@@ -385,9 +395,6 @@ async def test_unmatched_alert_opens_triage_incident_and_notifies_slack(
         assert answers[0]["incident"] in received[0]["text"]
         assert "B000/XXXX" not in proc.log()  # the webhook URL is a secret
         assert answers[0]["incident"] not in await flow_runs_by_incident(deployed)
-    finally:
-        slack.shutdown()
-        slack.server_close()
 
 
 async def test_a_flap_after_the_flow_ran_reopens_without_a_second_run_and_tells_a_human(
@@ -395,29 +402,11 @@ async def test_a_flap_after_the_flow_ran_reopens_without_a_second_run_and_tells_
 ) -> None:
     """Resolved, then firing again within the cool-down after its run: the runbook does not run
     the flow twice (a flap), but the problem is back — Slack hears it and on-call is paged."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict[str, Any]] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    slack = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=slack.serve_forever, daemon=True).start()
-    try:
+    with slack_hook() as (url, received):
         proc = spawn_intake(
             PREFECT_API_URL=deployed,
             RUNBOOK_OPS_DATABASE_URL=fresh_db,
-            RUNBOOK_SLACK_WEBHOOK_URL=f"http://127.0.0.1:{slack.server_address[1]}/hook",
+            RUNBOOK_SLACK_WEBHOOK_URL=url + "/hook",
             RUNBOOK_INTAKE_COOLDOWN_S="300",
         )
         target = unique()
@@ -429,7 +418,7 @@ async def test_a_flap_after_the_flow_ran_reopens_without_a_second_run_and_tells_
                 rows = await outbox(fresh_db, incident)
                 return any(r[0] == "flow" and r[1] and r[2] != "cancelled" for r in rows)
 
-            await eventually(ran, timeout=20)
+            await eventually(ran, timeout=60)
             await post(client, "alertmanager", alertmanager_for(target, "resolved"))
             again = (await post(client, "alertmanager", alertmanager_for(target))).json()
         assert (again["incident"], again["outcome"]) == (incident, "reopened")
@@ -437,12 +426,9 @@ async def test_a_flap_after_the_flow_ran_reopens_without_a_second_run_and_tells_
         async def told() -> bool:
             return any("Back again" in str(m.get("text")) for m in received)
 
-        await eventually(told, timeout=20)
+        await eventually(told, timeout=60)
         text = next(str(m["text"]) for m in received if "Back again" in str(m.get("text")))
         assert incident in text and "reopened #1" in text and "not run twice" in text
         rows = {r[0]: r for r in await outbox(fresh_db, incident)}
         assert rows["page"][2] is not None or rows["page"][3] > 0, "the page was attempted"
         assert (await flow_runs_by_incident(deployed))[incident] == 1, "no second run"
-    finally:
-        slack.shutdown()
-        slack.server_close()
