@@ -189,7 +189,10 @@ def demo(
     from runbook.cli.demo import choose, run_demo, scenario_table
 
     if list_:
-        console.print(scenario_table())
+        from rich.console import Console
+
+        wide = console if console.is_terminal else Console(width=200)
+        wide.print(scenario_table())  # full names, also when piped
         raise typer.Exit(EXIT_OK)
     try:
         choose(scenario)  # an unknown name: one line, before anything starts

@@ -492,9 +492,12 @@ async def _ask(stack: Stack, s: Scenario, w: approvals.Waiting, auto: bool, say:
         who = f"approver [bold]{approver}[/]"
     say(
         f"  [yellow]approval needed[/] for {w.action} on {w.target} — {who}: open {link} →"
-        f" Resume, approver {approver}, code [bold]{code}[/]  (or, in another shell:"
-        f" . {stack.home}/demo.env && runbook approve {w.flow_run_id} --approver {approver}"
-        f" --code {code} --reason '{s.name}')"
+        f" Resume, tick approve, approver {approver}, code [bold]{code}[/], a reason (any"
+        " text) → Resume. Or paste this line into another shell:"
+    )
+    say(
+        f"    . {stack.home}/demo.env && {runbook_command()} approve {w.flow_run_id}"
+        f" --approver {approver} --code {code} --reason '{s.name}'"
     )
     if auto and code:
         await asyncio.sleep(2)  # let a watching human see the request first
@@ -594,6 +597,19 @@ async def run_scenario(
     return row
 
 
+def runbook_command() -> str:
+    """`runbook` if another shell finds it on PATH, else this installation's full path (the
+    README runs `.venv/bin/runbook` without activating the virtualenv)."""
+    import shutil
+    import sys
+
+    here = Path(sys.executable).parent / "runbook"
+    found = shutil.which("runbook")
+    if found and Path(found).resolve() == here.resolve():
+        return "runbook"
+    return str(here) if here.exists() else "runbook"
+
+
 def summary_table(rows: list[Row]) -> Table:
     table = Table(title="Demo summary", title_justify="left")
     widest = max((len(r.scenario) for r in rows), default=8)
@@ -667,8 +683,8 @@ def run_demo(
     chosen = choose([scenario] if isinstance(scenario, str) else scenario)
     from flows.registry import FLOWS
 
-    def say(message: str) -> None:
-        console.print(message, highlight=False)
+    def say(message: str) -> None:  # no hard line breaks: a printed command pastes whole
+        console.print(message, highlight=False, soft_wrap=True)
 
     os.environ.update(GAME_DAY_ENV)  # the stack's processes inherit it
     stack = Stack(home, flows=len(FLOWS))

@@ -132,6 +132,7 @@ async def resume(run_id: str, **run_input: Any) -> str:
     return str(result.status.value)
 
 
+@pytest.mark.approval_timeout(90)  # the answer comes after the process exit is checked
 async def test_deployment_run_suspends_frees_its_process_and_acts_once_after_approval(
     served: subprocess.Popen[bytes], platform_env: SandboxHandle, pg_url: str
 ) -> None:
@@ -224,6 +225,7 @@ async def test_suspended_approval_timeout_ends_not_approved_and_pages(
 
 
 @pytest.mark.no_sweeper
+@pytest.mark.approval_timeout(40)  # `runbook sweep` starts in seconds on a busy machine
 async def test_runbook_sweep_command_times_out_expired_suspended_approvals(
     served: subprocess.Popen[bytes], platform_env: SandboxHandle, pg_url: str
 ) -> None:
@@ -233,12 +235,13 @@ async def test_runbook_sweep_command_times_out_expired_suspended_approvals(
     before = rollbacks(sb)
     inc, run_id = await start("-sweep-cli")
     await wait_for(run_id, {"Suspended"})
+    deadline_s = time.monotonic() + 40  # the approval (40 s) was recorded before it suspended
     early = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "sweep"], capture_output=True, text=True, timeout=60
     )
     assert early.returncode == 0, early.stderr
     assert "0 expired approval(s)" in early.stdout, "nothing expired yet: nothing answered"
-    await asyncio.sleep(13)  # past the 12 s expiry; nothing in this setup sweeps by itself
+    await asyncio.sleep(max(0.0, deadline_s - time.monotonic()) + 1)  # past the expiry
     assert (await state_of(run_id))[1] == "Suspended"
     swept = subprocess.run(
         [sys.executable, "-m", "runbook.cli", "sweep"], capture_output=True, text=True, timeout=60

@@ -75,17 +75,21 @@ async def test_secrets_grep_finds_nothing(
     APILogWorker.drain_all(timeout=10)
 
     async with get_client() as client:
-        logs, offset = [], 0
-        while True:  # every log line since the test began (other tests may have written many)
-            page = await client.read_logs(
-                log_filter=LogFilter(timestamp=LogFilterTimestamp(after_=since)),
-                limit=200,
-                offset=offset,
-            )
-            logs += page
-            if len(page) < 200:
+        for _ in range(60):  # the careless line arrives in a batch: wait for it (≤ 60 s)
+            logs, offset = [], 0
+            while True:  # every log line since the test began (other tests write many)
+                page = await client.read_logs(
+                    log_filter=LogFilter(timestamp=LogFilterTimestamp(after_=since)),
+                    limit=200,
+                    offset=offset,
+                )
+                logs += page
+                if len(page) < 200:
+                    break
+                offset += 200
+            if any("debug: railway token is" in log.message for log in logs):
                 break
-            offset += 200
+            await asyncio.sleep(1)
         artifacts = await client.read_artifacts()
         runs = await client.read_flow_runs()
         task_runs = await client.read_task_runs()
