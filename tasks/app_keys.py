@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from blocks.app_database import AppDatabase
@@ -158,7 +159,7 @@ def _key(row: Sequence[Any]) -> StoreKey:
     )
 
 
-@task(name="get-app-store", retries=0)
+@task(name="get-app-store", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_store(db: AppDatabase, store_id: str) -> Store | None:
     """The store, or None when the app database has no such store."""
     rows = await _run(
@@ -170,7 +171,7 @@ async def get_store(db: AppDatabase, store_id: str) -> Store | None:
     return Store(id=str(sid), name=str(name), active=bool(active), contact_email=contact or None)
 
 
-@task(name="get-app-stores", retries=0)
+@task(name="get-app-stores", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_stores(db: AppDatabase, store_ids: list[str]) -> tuple[Store, ...]:
     """The stores among `store_ids` that exist."""
     rows = await _run(
@@ -184,7 +185,7 @@ async def get_stores(db: AppDatabase, store_ids: list[str]) -> tuple[Store, ...]
     )
 
 
-@task(name="get-app-store-keys", retries=0)
+@task(name="get-app-store-keys", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_store_keys(
     db: AppDatabase, store_ids: list[str] | None = None
 ) -> tuple[StoreKey, ...]:
@@ -198,7 +199,7 @@ async def get_store_keys(
     return tuple(_key(r) for r in rows)
 
 
-@task(name="get-app-key-by-hash", retries=0)
+@task(name="get-app-key-by-hash", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_key_by_hash(db: AppDatabase, sha256: str) -> StoreKey | None:
     rows = await _run(
         db, f"SELECT {_KEY_COLUMNS} FROM store_api_keys WHERE key_hash = %(h)s", {"h": sha256}
@@ -206,7 +207,7 @@ async def get_key_by_hash(db: AppDatabase, sha256: str) -> StoreKey | None:
     return _key(rows[0]) if rows else None
 
 
-@task(name="insert-store-key", retries=0)
+@task(name="insert-store-key", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def insert_store_key(db: AppDatabase, store_id: str, prefix: str, sha256: str) -> StoreKey:
     """Store a new key's hash for the store (the key itself is never sent here)."""
     rows = await _run(
@@ -219,7 +220,7 @@ async def insert_store_key(db: AppDatabase, store_id: str, prefix: str, sha256: 
     return _key(rows[0])
 
 
-@task(name="revoke-store-keys", retries=0)
+@task(name="revoke-store-keys", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def revoke_store_keys(db: AppDatabase, store_id: str, key_ids: list[int]) -> list[int]:
     """Revoke these keys of the store (for good); returns the ids revoked now."""
     rows = await _run(
@@ -232,7 +233,7 @@ async def revoke_store_keys(db: AppDatabase, store_id: str, key_ids: list[int]) 
     return sorted(int(r[0]) for r in rows)
 
 
-@task(name="disable-store-keys", retries=0)
+@task(name="disable-store-keys", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def disable_store_keys(db: AppDatabase, key_ids: list[int]) -> list[int]:
     """Disable these keys (containment: refused at once, kept for the investigation); returns
     the ids disabled now."""
@@ -246,7 +247,7 @@ async def disable_store_keys(db: AppDatabase, key_ids: list[int]) -> list[int]:
     return sorted(int(r[0]) for r in rows)
 
 
-@task(name="get-app-key-uses", retries=0)
+@task(name="get-app-key-uses", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_key_uses(db: AppDatabase, window_s: int) -> tuple[KeyUse, ...]:
     """The access log of the last `window_s` seconds, grouped by store, key prefix, address,
     method and path (without its query string)."""
@@ -275,7 +276,7 @@ async def get_key_uses(db: AppDatabase, window_s: int) -> tuple[KeyUse, ...]:
     )
 
 
-@task(name="get-app-access-lines", retries=0)
+@task(name="get-app-access-lines", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_access_lines(
     db: AppDatabase, window_s: int, stores: list[str], ips: list[str], limit: int = 200
 ) -> tuple[AccessLine, ...]:
@@ -299,7 +300,7 @@ async def get_access_lines(
     )
 
 
-@task(name="count-accepted-key-uses", retries=0)
+@task(name="count-accepted-key-uses", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def count_accepted_uses(db: AppDatabase, key_ids: list[int], since: datetime) -> int:
     """Requests accepted (status < 400) with these keys' prefixes since `since`."""
     rows = await _run(
@@ -312,7 +313,7 @@ async def count_accepted_uses(db: AppDatabase, key_ids: list[int], since: dateti
     return int(rows[0][0])
 
 
-@task(name="get-app-conversation-counts", retries=0)
+@task(name="get-app-conversation-counts", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_conversation_counts(
     db: AppDatabase, stores: list[str], window_s: int
 ) -> dict[str, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.app_database import AppDatabase
@@ -81,7 +82,7 @@ async def _fetch(db: AppDatabase, sql: str, params: dict[str, Any]) -> list[tupl
     return await retrying(once, attempts=2)
 
 
-@task(name="get-app-error-rate", retries=0)
+@task(name="get-app-error-rate", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_error_rate(
     db: AppDatabase, window_s: int = 300, since: datetime | None = None
 ) -> ErrorRate:
@@ -99,7 +100,7 @@ async def get_error_rate(
     return ErrorRate(window_s=window_s, replies=replies, errors=errors, rate_pct=round(rate, 2))
 
 
-@task(name="get-app-error-distribution", retries=0)
+@task(name="get-app-error-distribution", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_error_distribution(
     db: AppDatabase, window_s: int = 3600, since: datetime | None = None
 ) -> ErrorDistribution:
@@ -118,7 +119,7 @@ async def get_error_distribution(
     )
 
 
-@task(name="get-long-running-queries", retries=0)
+@task(name="get-long-running-queries", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_long_running_queries(db: AppDatabase, min_seconds: float = 5.0) -> LongRunningQueries:
     """Active statements running longer than `min_seconds` (pg_stat_activity), longest first."""
     rows = await _fetch(
@@ -170,14 +171,14 @@ GROUP BY 1
 """
 
 
-@task(name="get-app-error-causes", retries=0)
+@task(name="get-app-error-causes", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_error_causes(db: AppDatabase, window_s: int = 120) -> ErrorCauses:
     """Every error of the window counted by cause (not one sample per intent)."""
     rows = await _fetch(db, _CAUSE_SQL, {"window": timedelta(seconds=window_s)})
     return ErrorCauses(window_s=window_s, by_cause={str(c): int(n) for c, n in rows})
 
 
-@task(name="count-app-errors-matching", retries=0)
+@task(name="count-app-errors-matching", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def count_errors_matching(db: AppDatabase, pattern: str, window_s: int = 30) -> int:
     """How many errors of the window match `pattern` (a case-insensitive regex)."""
     rows = await _fetch(
@@ -253,7 +254,7 @@ FROM replies r, outcomes o, sessions s, bounds b
 """
 
 
-@task(name="get-key-metrics", retries=0)
+@task(name="get-key-metrics", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_key_metrics(
     db: AppDatabase, window_s: int = 300, until: datetime | None = None
 ) -> KeyMetrics:

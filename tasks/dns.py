@@ -31,6 +31,7 @@ from dns.resolver import (
     NoResolverConfiguration,
 )
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.dns import Dns
@@ -83,7 +84,7 @@ def dns_name(host: str) -> Name:
     return from_text(host, origin=root)
 
 
-@task(name="get-dns-resolution", retries=0)
+@task(name="get-dns-resolution", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_dns_resolution(dns: Dns, host: str | None = None) -> DnsCheck:
     """Resolve the API's host (or `host`) to its A records, as `dig` would."""
     name = (host if host is not None else dns.host).strip().rstrip(".")

@@ -185,7 +185,7 @@ async def _send_once(
     )
 
 
-@task(name="send-email", retries=0)
+@task(name="send-email", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def send_email(
     email: Email, subject: str, body: str, to: list[str] | None = None
 ) -> EmailDelivery:
@@ -193,7 +193,7 @@ async def send_email(
     return await _send(email, subject, body, to)
 
 
-@task(name="send-secret-email", retries=0, cache_policy=NO_CACHE)
+@task(name="send-secret-email", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def send_secret_email(
     email: Email, subject: str, template: str, secret: SecretStr, to: list[str]
 ) -> EmailDelivery:

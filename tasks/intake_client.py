@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from runbook.errors import ConfigurationError
@@ -37,7 +38,7 @@ def sign(secret: str, body: bytes, ts: int) -> dict[str, str]:
     return {"X-Timestamp": str(ts), "X-Signature": f"sha256={digest}"}
 
 
-@task(name="raise-alert", retries=0)
+@task(name="raise-alert", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def raise_alert(alert: dict[str, Any]) -> Raised:
     """Post one generic-format alert to the intake (retried once when transient)."""
     settings = get_settings()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.langsmith import LangSmith
@@ -96,7 +97,7 @@ def _latency(run: dict[str, Any]) -> float:
     return (end - start).total_seconds()
 
 
-@task(name="get-langsmith-errors", retries=0)
+@task(name="get-langsmith-errors", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_trace_errors(ls: LangSmith, window_s: int = 300) -> TraceErrors:
     """Root traces in the window: how many failed, how many LLM calls failed, and samples."""
     runs = await _runs(ls, window_s)
@@ -121,7 +122,7 @@ async def get_trace_errors(ls: LangSmith, window_s: int = 300) -> TraceErrors:
     )
 
 
-@task(name="get-langsmith-latency", retries=0)
+@task(name="get-langsmith-latency", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_trace_latency(
     ls: LangSmith, window_s: int = 300, threshold_s: float = 5.0
 ) -> TraceLatency:

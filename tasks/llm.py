@@ -12,6 +12,7 @@ import time
 
 import httpx
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.llm import LlmProbe
@@ -45,7 +46,7 @@ def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
     return (str(kind) if kind else None), (str(code) if code else None)
 
 
-@task(name="get-llm-model-health", retries=0)
+@task(name="get-llm-model-health", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_model_health(llm: LlmProbe, model: str | None = None) -> ModelProbe:
     """Send a one-token chat completion to `model` (default: the primary) and report."""
     name = model or llm.primary_model

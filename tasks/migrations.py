@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.app_database import AppDatabase
@@ -267,14 +268,14 @@ async def _in_thread(call: Callable[[], T]) -> T:
     return await asyncio.to_thread(call)
 
 
-@task(name="get-migration-state", retries=0)
+@task(name="get-migration-state", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_migration_state(db: AppDatabase, revision: str = "head") -> MigrationState:
     """The database's Alembic heads against the scripts' (`revision`: what an upgrade would
     aim at, "head" or a revision id)."""
     return await retrying(lambda: _in_thread(lambda: _state(db, revision)), attempts=2)
 
 
-@task(name="run-app-smoke-query", retries=0)
+@task(name="run-app-smoke-query", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def run_smoke_query(db: AppDatabase) -> SmokeResult:
     """The app's smoke query (block `smoke_query`), in a read-only transaction: does the app's
     main read path still work on this schema? A failure is a result, not an error."""
@@ -292,7 +293,7 @@ async def run_smoke_query(db: AppDatabase) -> SmokeResult:
     return SmokeResult(ok=True, detail=f"smoke query ok ({len(rows)} rows)", seconds=seconds)
 
 
-@task(name="upgrade-database", retries=0)
+@task(name="upgrade-database", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def upgrade_database(db: AppDatabase, revision: str) -> MigrationChange:
     """`alembic upgrade <revision>` (an exact revision, not "head": what was approved)."""
     from alembic import command
@@ -303,7 +304,7 @@ async def upgrade_database(db: AppDatabase, revision: str) -> MigrationChange:
     return await _in_thread(lambda: _change(db, "upgrade", run))
 
 
-@task(name="downgrade-database", retries=0)
+@task(name="downgrade-database", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def downgrade_database(
     db: AppDatabase, from_revision: str, to_revision: str
 ) -> MigrationChange:

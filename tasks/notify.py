@@ -17,6 +17,7 @@ import re
 from typing import Any, Literal
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.pagerduty import PagerDuty
@@ -60,7 +61,7 @@ class Delivery(BaseModel):
     dedup_key: str | None = None
 
 
-@task(name="send-slack", retries=0)
+@task(name="send-slack", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def send_slack(
     slack: Slack, text: str, blocks: list[dict[str, Any]] | None = None
 ) -> Delivery:
@@ -78,7 +79,7 @@ async def send_slack(
     return Delivery(channel="slack", accepted=True)
 
 
-@task(name="send-pagerduty-event", retries=0)
+@task(name="send-pagerduty-event", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def send_pagerduty_event(
     pagerduty: PagerDuty,
     summary: str,
@@ -102,7 +103,7 @@ async def send_pagerduty_event(
     return await _enqueue(pagerduty, event)
 
 
-@task(name="resolve-pagerduty", retries=0)
+@task(name="resolve-pagerduty", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def resolve_pagerduty(pagerduty: PagerDuty, dedup_key: str) -> Delivery:
     """Close the on-call alert `dedup_key` (the incident id it was triggered with).
 

@@ -86,7 +86,7 @@ def _owner(item: dict[str, object]) -> tuple[str, str]:
     return kind, str(detail.get("id") or "") if isinstance(detail, dict) else ""
 
 
-@task(name="get-openai-project-keys", retries=0)
+@task(name="get-openai-project-keys", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_project_keys(admin: OpenAiAdmin) -> tuple[ProjectKey, ...]:
     """`GET .../api_keys`: the project's keys (ids, owners, redacted values)."""
     async with admin.get_client() as client:
@@ -138,14 +138,14 @@ async def _delete(admin: OpenAiAdmin, path: str) -> bool:
     return bool(_checked(response).get("deleted", True))
 
 
-@task(name="delete-openai-service-account", retries=0)
+@task(name="delete-openai-service-account", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def delete_service_account(admin: OpenAiAdmin, account_id: str) -> bool:
     """`DELETE .../service_accounts/{id}`: retires the account and its key; False if it was
     already gone."""
     return await _delete(admin, f"service_accounts/{account_id}")
 
 
-@task(name="delete-openai-api-key", retries=0)
+@task(name="delete-openai-api-key", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def delete_api_key(admin: OpenAiAdmin, key_id: str) -> bool:
     """`DELETE .../api_keys/{id}` (a user's key); False if it was already gone."""
     return await _delete(admin, f"api_keys/{key_id}")

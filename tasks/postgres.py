@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from psycopg import sql
 from pydantic import BaseModel, ConfigDict
 
@@ -26,7 +27,12 @@ async def _rows(db: AppDatabase, sql: str) -> list[tuple[Any, ...]]:
         return await cur.fetchall()
 
 
-@task(name="get-pg-connections", task_run_name="get-pg-connections")
+@task(
+    name="get-pg-connections",
+    task_run_name="get-pg-connections",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
     """Connections against `max_connections` (runbook: `SELECT count(*) FROM pg_stat_activity`)."""
     limit = policy.threshold("db_connections_pct")
@@ -57,7 +63,12 @@ async def get_pg_connections(db: AppDatabase, policy: Policy) -> CheckResult:
     return await observe("pg_connections", COMPONENT, probe)
 
 
-@task(name="get-pg-connections-by-state", task_run_name="get-pg-connections-by-state")
+@task(
+    name="get-pg-connections-by-state",
+    task_run_name="get-pg-connections-by-state",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_pg_connections_by_state(db: AppDatabase, policy: Policy) -> CheckResult:
     """Client connections grouped by state; many `idle in transaction` ones hold the pool."""
     limit = policy.threshold("idle_in_transaction")
@@ -86,7 +97,12 @@ async def get_pg_connections_by_state(db: AppDatabase, policy: Policy) -> CheckR
     return await observe("pg_connections_by_state", COMPONENT, probe)
 
 
-@task(name="get-pg-slow-queries", task_run_name="get-pg-slow-queries")
+@task(
+    name="get-pg-slow-queries",
+    task_run_name="get-pg-slow-queries",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_pg_slow_queries(db: AppDatabase, policy: Policy) -> CheckResult:
     """The ten statements with the highest mean time (`pg_stat_statements`, if installed)."""
     limit = policy.threshold("slow_query_mean_ms")
@@ -137,7 +153,12 @@ async def get_pg_slow_queries(db: AppDatabase, policy: Policy) -> CheckResult:
     return await observe("pg_slow_queries", COMPONENT, probe)
 
 
-@task(name="get-pg-table-sizes", task_run_name="get-pg-table-sizes")
+@task(
+    name="get-pg-table-sizes",
+    task_run_name="get-pg-table-sizes",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_pg_table_sizes(db: AppDatabase) -> CheckResult:
     """Largest tables by total size (informational: always ok when readable)."""
 
@@ -167,7 +188,7 @@ class Tables(BaseModel):
     bytes: tuple[int, ...]
 
 
-@task(name="get-largest-tables", retries=0)
+@task(name="get-largest-tables", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_largest_tables(db: AppDatabase, limit: int = 5) -> Tables:
     """The `limit` largest user tables (what the maintenance window vacuums)."""
     async with await db.get_client() as conn, conn.cursor() as cur:
@@ -189,7 +210,7 @@ def _identifier(table: str) -> sql.Identifier:
     return sql.Identifier(schema, name) if dot else sql.Identifier(schema)
 
 
-@task(name="vacuum-analyze", retries=0)
+@task(name="vacuum-analyze", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def vacuum_analyze(
     db: AppDatabase, tables: list[str], timeout_s: int = 900
 ) -> dict[str, Any]:

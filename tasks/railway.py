@@ -207,7 +207,7 @@ def _migration(meta: object) -> str | None:
 _DEPLOYMENT_FIELDS = "id status createdAt canRedeploy canRollback meta serviceId"
 
 
-@task(name="get-railway-deployments", retries=0)
+@task(name="get-railway-deployments", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_deployments(railway: Railway, first: int = 20) -> Deployments:
     """The service's deployments, newest first, and which one is live."""
     data = await _graphql(
@@ -232,7 +232,7 @@ async def get_deployments(railway: Railway, first: int = 20) -> Deployments:
     return Deployments(items=items, current_id=latest.get("id"))
 
 
-@task(name="get-railway-deployment", retries=0)
+@task(name="get-railway-deployment", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_deployment(railway: Railway, deployment_id: str) -> Deployment:
     """One deployment of the project, any service (`deployment(id)`); a deployment Railway does
     not know is a `PermanentError` ("railway: Deployment not found")."""
@@ -244,7 +244,7 @@ async def get_deployment(railway: Railway, deployment_id: str) -> Deployment:
     return _deployment(data["deployment"])
 
 
-@task(name="get-railway-service-instance", retries=0)
+@task(name="get-railway-service-instance", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_service_instance(railway: Railway, service_id: str | None = None) -> ServiceInstance:
     """Replica count, region and the live deployment (`railway status`) of the service, or of
     another service of the project (`railway status --service postgres`)."""
@@ -264,7 +264,7 @@ async def get_service_instance(railway: Railway, service_id: str | None = None) 
     )
 
 
-@task(name="get-railway-variable", retries=0)
+@task(name="get-railway-variable", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_variable(railway: Railway, name: str) -> Variable:
     """One service variable (e.g. DEFAULT_MODEL); secret-looking ones report presence only."""
     data = await _graphql(
@@ -279,7 +279,7 @@ async def get_variable(railway: Railway, name: str) -> Variable:
     return Variable(name=name, present=present, value=value)
 
 
-@task(name="get-railway-deployment-logs", retries=0)
+@task(name="get-railway-deployment-logs", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_deployment_logs(
     railway: Railway, deployment_id: str, filter: str = "@level:error", limit: int = 100
 ) -> DeploymentLogs:
@@ -297,7 +297,7 @@ async def get_deployment_logs(
     return DeploymentLogs(deployment_id=deployment_id, lines=lines)
 
 
-@task(name="rollback-deployment", retries=0)
+@task(name="rollback-deployment", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def rollback_deployment(railway: Railway, deployment_id: str) -> Applied:
     """Roll the service back to `deployment_id` (must have canRollback)."""
     await _graphql(
@@ -309,7 +309,7 @@ async def rollback_deployment(railway: Railway, deployment_id: str) -> Applied:
     return Applied(action="rollback_deployment", target=deployment_id)
 
 
-@task(name="redeploy-service", retries=0)
+@task(name="redeploy-service", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def redeploy_service(railway: Railway, deployment_id: str) -> Applied:
     """`railway redeploy`: a fresh deployment of `deployment_id` (normally the live one)."""
     data = await _graphql(
@@ -325,7 +325,7 @@ async def redeploy_service(railway: Railway, deployment_id: str) -> Applied:
     )
 
 
-@task(name="restart-deployment", retries=0)
+@task(name="restart-deployment", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def restart_deployment(railway: Railway, deployment_id: str) -> Applied:
     """Restart the live deployment's processes (resets connections; same image)."""
     await _graphql(
@@ -337,7 +337,7 @@ async def restart_deployment(railway: Railway, deployment_id: str) -> Applied:
     return Applied(action="restart_deployment", target=deployment_id)
 
 
-@task(name="deploy-commit", retries=0)
+@task(name="deploy-commit", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def deploy_commit(railway: Railway, commit_sha: str) -> Applied:
     """`railway deploy --commit SHA`."""
     data = await _graphql(
@@ -352,7 +352,7 @@ async def deploy_commit(railway: Railway, commit_sha: str) -> Applied:
     )
 
 
-@task(name="set-railway-variables", retries=0)
+@task(name="set-railway-variables", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def set_variables(
     railway: Railway, variables: dict[str, str], skip_deploys: bool = False
 ) -> Applied:
@@ -376,7 +376,7 @@ async def set_variables(
     return Applied(action="set_variables", target=railway.service_id, detail=shown)
 
 
-@task(name="scale-replicas", retries=0)
+@task(name="scale-replicas", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def scale_replicas(railway: Railway, replicas: int, region: str | None = None) -> Applied:
     """`railway scale api --replicas N` (environmentPatchCommit in the service's region)."""
     if not 1 <= replicas <= 50:
@@ -410,7 +410,7 @@ async def scale_replicas(railway: Railway, replicas: int, region: str | None = N
     )
 
 
-@task(name="set-service-limits", retries=0)
+@task(name="set-service-limits", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def set_service_limits(railway: Railway, vcpus: float, memory_gb: float) -> Applied:
     """Vertical scaling: CPU and memory limits per replica."""
     await _graphql(
@@ -453,7 +453,7 @@ async def get_secret_variable(railway: Railway, name: str) -> SecretStr | None:
     return secret
 
 
-@task(name="set-railway-secret-variable", retries=0, cache_policy=NO_CACHE)
+@task(name="set-railway-secret-variable", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def set_secret_variable(
     railway: Railway, name: str, value: SecretStr, skip_deploys: bool = True
 ) -> Applied:

@@ -26,6 +26,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 from pydantic import BaseModel, ConfigDict
 
@@ -162,7 +163,7 @@ def _instance(raw: dict[str, Any]) -> DbInstance:
     )
 
 
-@task(name="get-db-instance", retries=0)
+@task(name="get-db-instance", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_db_instance(rds: Rds) -> DbInstance:
     """`aws rds describe-db-instances --db-instance-identifier …`."""
     answer = await _call(
@@ -171,7 +172,7 @@ async def get_db_instance(rds: Rds) -> DbInstance:
     return _instance(answer["DBInstances"][0])
 
 
-@task(name="get-orderable-instance-class", retries=0)
+@task(name="get-orderable-instance-class", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_orderable_instance_class(
     rds: Rds, instance_class: str, engine: str = "postgres"
 ) -> OrderableClass:
@@ -206,7 +207,7 @@ def settled(instance: DbInstance) -> bool:
     return instance.status == "available" and instance.pending_instance_class is None
 
 
-@task(name="wait-for-db-instance", retries=0)
+@task(name="wait-for-db-instance", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def wait_for_db_instance(
     rds: Rds, timeout_s: float, poll_s: float = 10.0, log_every_s: float = 60.0
 ) -> DbWait:
@@ -264,7 +265,7 @@ async def wait_for_db_instance(
     return DbWait(instance=instance, seen=tuple(seen), waited_s=waited, timed_out=True)
 
 
-@task(name="modify-db-instance-class", retries=0)
+@task(name="modify-db-instance-class", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def modify_db_instance_class(
     rds: Rds, instance_class: str, apply_immediately: bool = True
 ) -> RdsChange:
@@ -288,7 +289,7 @@ async def modify_db_instance_class(
     )
 
 
-@task(name="failover-db", retries=0)
+@task(name="failover-db", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def failover_db(rds: Rds) -> RdsChange:
     """Fail over to the Multi-AZ standby (`reboot-db-instance --force-failover`)."""
     answer = await _call(

@@ -6,6 +6,7 @@ import statistics
 import time
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 
 from blocks.app_redis import AppRedis
 from blocks.policy import Policy
@@ -15,7 +16,12 @@ from tasks.observe import observe, result
 COMPONENT = "redis"
 
 
-@task(name="get-redis-ping", task_run_name="get-redis-ping")
+@task(
+    name="get-redis-ping",
+    task_run_name="get-redis-ping",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_redis_ping(cache: AppRedis) -> CheckResult:
     """`redis-cli ping`."""
 
@@ -28,7 +34,12 @@ async def get_redis_ping(cache: AppRedis) -> CheckResult:
     return await observe("redis_ping", COMPONENT, probe)
 
 
-@task(name="get-redis-memory", task_run_name="get-redis-memory")
+@task(
+    name="get-redis-memory",
+    task_run_name="get-redis-memory",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_redis_memory(cache: AppRedis, policy: Policy) -> CheckResult:
     """`INFO memory`: used memory against `maxmemory` (no limit set → ok)."""
     limit = policy.threshold("redis_memory_pct")
@@ -65,7 +76,12 @@ async def get_redis_memory(cache: AppRedis, policy: Policy) -> CheckResult:
     return await observe("redis_memory", COMPONENT, probe)
 
 
-@task(name="get-redis-keys", task_run_name="get-redis-keys")
+@task(
+    name="get-redis-keys",
+    task_run_name="get-redis-keys",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_redis_keys(cache: AppRedis) -> CheckResult:
     """`DBSIZE` (informational)."""
 
@@ -77,7 +93,12 @@ async def get_redis_keys(cache: AppRedis) -> CheckResult:
     return await observe("redis_keys", COMPONENT, probe)
 
 
-@task(name="get-redis-latency", task_run_name="get-redis-latency")
+@task(
+    name="get-redis-latency",
+    task_run_name="get-redis-latency",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_redis_latency(cache: AppRedis, policy: Policy, samples: int = 20) -> CheckResult:
     """Client-side PING round trips, as `redis-cli --latency` measures them."""
     limit = policy.threshold("redis_latency_ms")

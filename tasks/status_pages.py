@@ -7,6 +7,7 @@ and non-operational components are reported as well.
 from __future__ import annotations
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.status_pages import StatusPages
@@ -39,7 +40,7 @@ class StatusPageSummary(BaseModel):
         )
 
 
-@task(name="get-status-page", retries=0)
+@task(name="get-status-page", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_status_page(pages: StatusPages, name: str) -> StatusPageSummary:
     """One provider's status: overall indicator, degraded components, open incidents."""
     base = pages.pages.get(name)

@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from blocks.statuspage import CustomerStatusPage
@@ -257,7 +258,7 @@ def _iso(moment: datetime, what: str) -> str:
 
 
 # -- tasks ----------------------------------------------------------------------------------------
-@task(name="create-status-incident", retries=0)
+@task(name="create-status-incident", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def create_incident(
     page: CustomerStatusPage,
     name: str,
@@ -286,7 +287,7 @@ async def create_incident(
     return _parse(data, mutation=True)
 
 
-@task(name="update-status-incident", retries=0)
+@task(name="update-status-incident", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def update_incident(
     page: CustomerStatusPage,
     incident_id: str,
@@ -316,7 +317,7 @@ async def update_incident(
     return _parse(data, mutation=True)
 
 
-@task(name="resolve-status-incident", retries=0)
+@task(name="resolve-status-incident", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def resolve_incident(
     page: CustomerStatusPage,
     incident_id: str,
@@ -346,7 +347,7 @@ async def resolve_incident(
     return _parse(data, mutation=True)
 
 
-@task(name="schedule-status-maintenance", retries=0)
+@task(name="schedule-status-maintenance", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def schedule_maintenance(
     page: CustomerStatusPage,
     name: str,
@@ -387,14 +388,14 @@ async def schedule_maintenance(
     return _parse(data, mutation=True)
 
 
-@task(name="get-status-incident", retries=0)
+@task(name="get-status-incident", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def get_incident(page: CustomerStatusPage, incident_id: str) -> StatusIncident:
     """One incident as customers see it now (reconciles an update whose answer was lost)."""
     data = await _call(page, "GET", _incidents_path(page, incident_id), mutation=False)
     return _parse(data, mutation=False)
 
 
-@task(name="list-status-incidents", retries=0)
+@task(name="list-status-incidents", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def list_incidents(
     page: CustomerStatusPage, name: str | None = None, limit: int = 100
 ) -> tuple[StatusIncident, ...]:

@@ -110,19 +110,34 @@ async def _probe_endpoint(api: SupportApi, name: str, path: str) -> CheckResult:
     return await observe(name, "api", probe)
 
 
-@task(name="get-api-health", task_run_name="get-api-health")
+@task(
+    name="get-api-health",
+    task_run_name="get-api-health",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_api_health(api: SupportApi) -> CheckResult:
     """`GET /health`: is the API process up?"""
     return await _probe_endpoint(api, "api_health", api.health_path)
 
 
-@task(name="get-api-readiness", task_run_name="get-api-readiness")
+@task(
+    name="get-api-readiness",
+    task_run_name="get-api-readiness",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_api_readiness(api: SupportApi) -> CheckResult:
     """`GET /health/ready`: can the API reach its database and Redis?"""
     return await _probe_endpoint(api, "api_ready", api.ready_path)
 
 
-@task(name="get-api-response-time", task_run_name="get-api-response-time")
+@task(
+    name="get-api-response-time",
+    task_run_name="get-api-response-time",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 async def get_api_response_time(api: SupportApi, policy: Policy) -> CheckResult:
     """Time a `GET /health` round trip (the runbook's `curl -w` check)."""
     limit = policy.threshold("health_response_s")
@@ -164,7 +179,7 @@ class KeyCheck(BaseModel):
     store_id: str | None = None
 
 
-@task(name="check-store-key", retries=0, cache_policy=NO_CACHE)
+@task(name="check-store-key", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def check_store_key(api: SupportApi, key: SecretStr) -> KeyCheck:
     """`GET /v1/store` with the key, as the store's client calls: accepted (and for which
     store), or refused (401/403)."""
@@ -198,7 +213,7 @@ class ChatProbe(BaseModel):
     model: str | None = None
 
 
-@task(name="post-support-chat", retries=0)
+@task(name="post-support-chat", retries=0, cache_policy=NO_CACHE, persist_result=False)
 async def post_chat(api: SupportApi, intent: str = "product_question") -> ChatProbe:
     """`POST /v1/chat`: a live completion through the app, as a customer's widget sends it."""
     async with api.get_client() as client:
