@@ -217,27 +217,42 @@ async def observe(
         except RunbookError:
             return None
 
+    async def deployments_and_log_errors() -> tuple[Any, int]:
+        # The live deployment's logs need its id: chained here, so the read runs alongside the
+        # rest of the diagnosis instead of after it.
+        deps = await safe(railway.get_deployments(rw))
+        if deps is None or not deps.current_id:
+            return deps, 0
+        logs = await safe(railway.get_deployment_logs(rw, deps.current_id))
+        lines = logs.lines if logs else ()
+        return deps, sum(1 for x in lines if error_cause(x.message) == "application")
+
     recent = policy.recent_window_s
-    r5, r1h, rnow, by_cause, traces, deps, model, conns, *page_states = await asyncio.gather(
+    (
+        r5,
+        r1h,
+        rnow,
+        by_cause,
+        dist,
+        traces,
+        (deps, error_lines),
+        model,
+        conns,
+        *page_states,
+    ) = await asyncio.gather(
         app_metrics.get_error_rate(db, 300),
         app_metrics.get_error_rate(db, 3600),
         app_metrics.get_error_rate(db, recent),
         app_metrics.get_error_causes(db, recent),
+        app_metrics.get_error_distribution(db, 3600),  # the runbook's own query
         safe(langsmith.get_trace_errors(ls, 300)),
-        safe(railway.get_deployments(rw)),
+        deployments_and_log_errors(),
         safe(railway.get_variable(rw, MODEL_VARIABLE)),
         get_pg_connections(db, policy),
         *(safe(status_pages.get_status_page(pages, name)) for name in ("shopify", "gorgias")),
     )
     causes = by_cause.by_cause
-    dist = await app_metrics.get_error_distribution(db, 3600)  # the runbook's own query
     degraded = tuple(p.page for p in page_states if p is not None and not p.operational)
-    error_lines = 0
-    if deps is not None and deps.current_id:
-        logs = await safe(railway.get_deployment_logs(rw, deps.current_id))
-        error_lines = (
-            sum(1 for x in logs.lines if error_cause(x.message) == "application") if logs else 0
-        )
     signals = ErrorSignals(
         rate_5m_pct=r5.rate_pct,
         rate_1h_pct=r1h.rate_pct,

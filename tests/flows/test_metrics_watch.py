@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -181,7 +182,15 @@ async def test_automation_and_escalation_rates_equal_a_hand_count_of_the_convers
     prefect_server: str, watch_env: SandboxHandle
 ) -> None:
     sb = watch_env
-    until = datetime.now(UTC) - timedelta(seconds=2)  # every row of the window is written
+    # A window with enough conversations to make the rates meaningful: on a loaded machine the
+    # sandbox's traffic can fall behind its ~8 chats/s, so wait (poll) until a closed window
+    # holds at least 10 outcomes instead of assuming it does.
+    deadline = time.monotonic() + 60
+    while True:
+        until = datetime.now(UTC) - timedelta(seconds=2)  # every row of the window is written
+        if (await _outcomes(sb, until, 60))["outcomes"] >= 10 or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
     state = await metrics_watch(window_s=60, until=until, return_state=True)
     result = await state.result()
     counted = await _outcomes(sb, until, 60)
