@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class LangSmith(RunbookBlock):
@@ -31,7 +32,7 @@ class LangSmith(RunbookBlock):
         )
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        return http_client(
             base_url=self.base_url,
             headers={"x-api-key": self.api_key.get_secret_value()},
             timeout=self.timeout_s,

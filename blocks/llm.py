@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class LlmProbe(RunbookBlock):
@@ -33,7 +34,7 @@ class LlmProbe(RunbookBlock):
         )
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        return http_client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.api_key.get_secret_value()}"},
             timeout=self.timeout_s,

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class OpenAiAdmin(RunbookBlock):
@@ -41,7 +42,7 @@ class OpenAiAdmin(RunbookBlock):
 
     def get_client(self) -> httpx.AsyncClient:
         key = self.admin_key.get_secret_value() if self.admin_key else ""
-        return httpx.AsyncClient(
+        return http_client(
             base_url=f"{self.base_url.rstrip('/')}/organization/projects/{self.project_id}/",
             headers={"Authorization": f"Bearer {key}"},
             timeout=self.timeout_s,

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class PagerDuty(RunbookBlock):
@@ -29,4 +30,4 @@ class PagerDuty(RunbookBlock):
         )
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout_s)
+        return http_client(timeout=self.timeout_s)

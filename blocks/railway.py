@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class Railway(RunbookBlock):
@@ -56,4 +57,4 @@ class Railway(RunbookBlock):
         return httpx.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(headers=self.auth_headers(), timeout=self.timeout())
+        return http_client(headers=self.auth_headers(), timeout=self.timeout())

@@ -9,6 +9,7 @@ from pydantic import SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class Slack(RunbookBlock):
@@ -25,4 +26,4 @@ class Slack(RunbookBlock):
         return cls(webhook_url=settings.slack_webhook_url or SecretStr(""))
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout_s)
+        return http_client(timeout=self.timeout_s)

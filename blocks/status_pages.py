@@ -9,6 +9,7 @@ from pydantic import Field
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class StatusPages(RunbookBlock):
@@ -25,4 +26,4 @@ class StatusPages(RunbookBlock):
         return cls(pages=dict(settings.status_pages))
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(timeout=self.timeout_s)
+        return http_client(timeout=self.timeout_s)

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class CustomerStatusPage(RunbookBlock):
@@ -71,6 +72,6 @@ class CustomerStatusPage(RunbookBlock):
         return httpx.Timeout(self.timeout_s, connect=min(self.connect_timeout_s, self.timeout_s))
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
+        return http_client(
             base_url=self.url.rstrip("/"), headers=self.auth_headers(), timeout=self.timeout()
         )

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from blocks.base import RunbookBlock
 from runbook.settings import Settings
+from runbook.tls import http_client
 
 
 class SupportApi(RunbookBlock):
@@ -32,4 +33,4 @@ class SupportApi(RunbookBlock):
         )
 
     def get_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
+        return http_client(base_url=self.base_url, timeout=self.timeout_s)

@@ -14,13 +14,13 @@ import json
 import time
 from typing import Any
 
-import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
 from runbook.errors import ConfigurationError
 from runbook.settings import get_settings
+from runbook.tls import http_client
 from tasks.http import exchange
 
 SERVICE = "intake"
@@ -52,7 +52,7 @@ async def raise_alert(alert: dict[str, Any]) -> Raised:
         **sign(settings.generic_secret.get_secret_value(), body, int(time.time())),
     }
     url = settings.intake_url.rstrip("/") + "/alerts/generic"
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with http_client(timeout=10.0) as client:
         response = await exchange(SERVICE, lambda: client.post(url, content=body, headers=headers))
     try:
         answer = response.json()
