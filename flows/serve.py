@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import time
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,11 @@ from prefect.client.schemas.schedules import CronSchedule
 from flows.registry import FLOWS, load_flow
 from runbook.errors import ConfigurationError
 from runbook.settings import get_settings
+
+log = logging.getLogger("runbook.serve")
+# a flow run of ours became startable: created by a dispatch / `run_deployment` (Scheduled), or a
+# suspended run answered (Prefect's resume sets it Scheduled, named "Resuming")
+STARTABLE_EVENTS = ("prefect.flow-run.Scheduled", "prefect.flow-run.Resuming")
 
 
 def prefect_yaml_path() -> Path:
@@ -117,9 +124,97 @@ async def serve(with_schedules: bool = True, only: Collection[str] | None = None
         flush=True,
     )
     sweeper = asyncio.create_task(run_sweeper(settings.approval_sweep_s))
+    pickup = asyncio.create_task(pick_up_on_events(runner)) if settings.serve_events else None
     try:
         await runner.start()
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, pickup):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+async def pick_up_on_events(runner: Any, retry_s: float = 5.0) -> None:
+    """Event-driven pickup: start a run as soon as Prefect says it is startable, instead of
+    at the runner's next poll (the poll stays, as the fallback that needs no events).
+
+    Subscribes to Prefect's event stream (`/api/events/out`, the same websocket the UI uses)
+    for our deployments' runs becoming Scheduled or Resuming, reads that one run and hands it
+    to the runner (`start_now`). The runner's own bookkeeping (`_submitting_flow_run_ids`, then
+    the server's Pending transition) keeps a run from being started twice when an event and a
+    poll meet."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    starting: set[asyncio.Task[None]] = set()
+    names = EventFilter(event=EventNameFilter(name=list(STARTABLE_EVENTS)))  # type: ignore[call-arg]
+    try:
+        while True:
+            try:
+                async with get_events_subscriber(filter=names) as events:
+                    async for event in events:
+                        if _ours(event, runner):
+                            run_id = event.resource.id.removeprefix("prefect.flow-run.")
+                            task = asyncio.create_task(start_now(runner, run_id))
+                            starting.add(task)
+                            task.add_done_callback(starting.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no events (an old server, a proxy): polling still works
+                log.warning(
+                    "event-driven pickup unavailable (%s); the %g s poll starts runs; retrying",
+                    exc,
+                    get_settings().serve_poll_s,
+                )
+                await asyncio.sleep(retry_s)
+    finally:
+        for task in list(starting):
+            task.cancel()
+
+
+async def start_now(runner: Any, run_id: str) -> None:
+    """Hand flow run `run_id` to the runner if it is startable now.
+
+    One read of that run, not a poll: a poll is also a write on the Prefect server (it marks
+    every served deployment ready), and on the embedded SQLite extra writers at the moment of
+    an act are what turns into "database is locked" and a 2-s client retry. Prefect emits the
+    event inside the transaction that sets the state, so the read can still see the state
+    before it: read again shortly after."""
+    from uuid import UUID
+
+    for delay in (0.0, 0.05, 0.15, 0.3):
+        await asyncio.sleep(delay)
+        poller = getattr(runner, "_scheduled_run_poller", None)  # Prefect 3.9 (pyproject)
+        if poller is None or poller.stopping:
+            return
+        if any(str(i) == run_id for i in poller._submitting_flow_run_ids):
+            return  # the regular poll took it
+        try:
+            flow_run = await poller._client.read_flow_run(UUID(run_id))
+        except Exception as exc:  # the regular poll is still there
+            log.warning("event-driven pickup: could not read flow run %s (%s)", run_id, exc)
+            return
+        state = flow_run.state
+        if state is None or state.is_final() or state.is_running() or state.is_pending():
+            return  # started elsewhere, or over
+        due = flow_run.next_scheduled_start_time
+        if state.is_scheduled() and (due is None or due.timestamp() <= time.time() + 1):
+            await poller._submit_scheduled_flow_runs(
+                flow_run_response=[flow_run], task_group=poller._runs_task_group
+            )
+            return
+
+
+def _ours(event: Any, runner: Any) -> bool:
+    """Is this flow-run event about a run of one of the deployments this runner serves, due
+    now? (Runs a schedule created ahead of time are the regular poll's.)"""
+    if any(r.get("prefect.resource.id") == "prefect.tag.auto-scheduled" for r in event.related):
+        return False
+    registry = getattr(runner, "_deployment_registry", None)
+    ids = {str(i) for i in registry.get_deployment_ids()} if registry is not None else set()
+    for related in event.related:
+        resource_id = related.get("prefect.resource.id", "")
+        if resource_id.startswith("prefect.deployment."):
+            return not ids or resource_id.removeprefix("prefect.deployment.") in ids
+    return False

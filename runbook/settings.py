@@ -158,7 +158,13 @@ class Settings(BaseSettings):
         1.0,
         gt=0,
         description="how often `runbook serve` asks Prefect for flow runs to start (Prefect's"
-        " own default is 10 s; each poll is one small API read)",
+        " own default is 10 s; each poll is one small API read). With `serve_events` on, runs"
+        " start on Prefect's event instead and this poll is the fallback",
+    )
+    serve_events: bool = Field(
+        True,
+        description="`runbook serve` starts a run as soon as Prefect's event stream says it is"
+        " startable (created, or its approval answered), not only at its next poll",
     )
     require_code: bool = True
     auto_approve: bool = False
