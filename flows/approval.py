@@ -148,11 +148,14 @@ async def _refused_answer(
     )
 
 
-async def _wait_for_approvals(request: ActionRequest, wait: _Wait, key_prefix: str) -> Approval:
-    """The one approval loop (see the module docstring)."""
+async def _wait_for_approvals(
+    request: ActionRequest, wait: _Wait, key_prefix: str, policy: Policy | None = None
+) -> Approval:
+    """The one approval loop (see the module docstring). `policy`: the run's own, when the
+    caller resolved it already (else it is resolved here)."""
     logger = get_run_logger()
     run_id = _current_run_id()
-    policy = await Policy.resolve()
+    policy = policy or await Policy.resolve()
     needed = approvals_needed(policy, request)
     form: type[ApprovalInput] = CodedApprovalInput if policy.require_code else ApprovalInput
     link = ui_link(run_id)
@@ -294,12 +297,14 @@ async def approval_gate(request: ActionRequest) -> Approval:
     return await _wait_for_approvals(request, _Pause(), "approval")
 
 
-async def suspended_gate(request: ActionRequest) -> Approval:
+async def suspended_gate(request: ActionRequest, policy: Policy | None = None) -> Approval:
     """The gate inside the current (deployment) run, waiting with `suspend_flow_run`: the first
     pass announces, records and suspends (the process exits); after the answer the flow reruns
     from the top and comes back here, where each point's stored answer is checked."""
     digest = hashlib.sha256(f"{request.idempotency_key}|{scope(request)}".encode()).hexdigest()[:16]
-    return await _wait_for_approvals(request, _Suspend(_current_run_id()), f"approval-{digest}")
+    return await _wait_for_approvals(
+        request, _Suspend(_current_run_id()), f"approval-{digest}", policy
+    )
 
 
 def judge(
@@ -357,13 +362,15 @@ def suspendable() -> bool:
     return bool(run and run.deployment_id and not run.parent_task_run_id)
 
 
-async def request_approval(request: ActionRequest, *, keep_process: bool = False) -> Approval:
+async def request_approval(
+    request: ActionRequest, *, keep_process: bool = False, policy: Policy | None = None
+) -> Approval:
     """Wait for the approvals `request` needs: suspended in a deployment run, else in the
     approval-gate subflow, whose failure (Prefect's pause timeout) means "not approved".
     `keep_process`: always the subflow (a flow that holds a one-time secret in memory across
-    the approval cannot rerun from the top)."""
+    the approval cannot rerun from the top). `policy`: the run's own Policy, if resolved."""
     if suspendable() and not keep_process:
-        return await suspended_gate(request)
+        return await suspended_gate(request, policy)
     state = await approval_gate(request, return_state=True)
     if state.is_completed():
         result = await state.aresult()

@@ -125,22 +125,42 @@ class IncidentRun:
 
     @classmethod
     async def start(cls, flow: str, incident_id: str | None, dry_run: bool) -> IncidentRun:
-        """Load the incident the intake opened (or make a manual one for operator runs)."""
-        policy = await Policy.resolve()
+        """Load the incident the intake opened (or make a manual one for operator runs).
+
+        The Policy, the incident row with this run's approval history, and the run's lease are
+        independent reads: they run concurrently (this is on the path from an alert, and from
+        an approval answer, to the act)."""
+        ctx = FlowRunContext.get()
+        run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
+        lease = RunLease(run_id) if run_id and not dry_run else None  # alive until finish()
+
+        async def incident_and_history() -> tuple[incidents.Incident | None, bool]:
+            async with await opsdb.connect() as conn:
+                found = await incidents.get_incident(conn, incident_id) if incident_id else None
+                waited = await approvals.has_waited(conn, run_id) if run_id else False
+            return found, waited
+
+        async def take_lease() -> None:
+            if lease is not None:
+                await lease.take()
+
+        try:
+            policy, (found, waited), _ = await asyncio.gather(
+                Policy.resolve(), incident_and_history(), take_lease()
+            )
+        except BaseException:
+            if lease is not None:
+                lease.release()
+            raise
         title = f"{flow} (manual run)"
         resolved = False
-        if incident_id:
-            async with await opsdb.connect() as conn:
-                found = await incidents.get_incident(conn, incident_id)
-            if found is not None:
-                title = f"{found.title}: {found.summary}" if found.summary else found.title
-                resolved = found.status is incidents.IncidentStatus.RESOLVED
-        else:
+        if found is not None:
+            title = f"{found.title}: {found.summary}" if found.summary else found.title
+            resolved = found.status is incidents.IncidentStatus.RESOLVED
+        if not incident_id:
             incident_id = f"manual-{uuid.uuid4().hex[:12]}"
         run = cls(flow, incident_id, title, dry_run, policy)
-        if run.flow_run_id and not dry_run:  # alive until finish() (see RunLease)
-            run.lease = RunLease(run.flow_run_id)
-            await run.lease.take()
+        run.lease = lease
         run.resolved_before_start = resolved
         run.from_incident = not incident_id.startswith("manual-")
         for problem in policy.problems:  # a block document refused: we run on the floor
@@ -148,7 +168,7 @@ class IncidentRun:
                 f"Runbook Policy block refused, running on the environment's floor: {problem}",
                 {"key": f"policy-refused:{get_settings().environment}", "flow": flow},
             )
-        if await run._waited_for_approval():
+        if waited:
             # a suspended run rerunning after its approval answer: the flow checks again
             await timeline.note(
                 incident_id, "resumed", f"{flow} resumed after an approval answer; re-checking"
@@ -169,12 +189,6 @@ class IncidentRun:
             return
         async with await opsdb.connect() as conn:
             await approvals.withdraw_waiting(conn, self.flow_run_id)
-
-    async def _waited_for_approval(self) -> bool:
-        if not self.flow_run_id:
-            return False
-        async with await opsdb.connect() as conn:
-            return await approvals.has_waited(conn, self.flow_run_id)
 
     async def finish_if_resolved(self) -> RemediationResult | None:
         """A resolved alert arrived before this run started: never remediate it."""
@@ -220,7 +234,8 @@ class IncidentRun:
             policy=self.policy,
             act=act,
             dry_run=self.dry_run,
-            approve=approve or partial(request_approval, keep_process=self.keep_process),
+            approve=approve
+            or partial(request_approval, keep_process=self.keep_process, policy=self.policy),
             page=page,
             reconcile=reconcile,
             still_needed=still_needed,

@@ -38,7 +38,13 @@ def preload_modules() -> list[str]:
     modules = {target.split(":")[0] for target in FLOWS.values()}
     # runbook.cli: each child re-runs the `runbook` console script as __mp_main__ (multiprocessing
     # prepares every child so); with the CLI already imported that is a dictionary lookup
-    return ["prefect.flow_engine", "prefect.engine", "runbook.cli", *sorted(modules)]
+    return [
+        "prefect.flow_engine",
+        "prefect.engine",
+        "runbook.cli",
+        "flows.fork_preload",
+        *sorted(modules),
+    ]
 
 
 def fork_context() -> multiprocessing.context.BaseContext:

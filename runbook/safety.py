@@ -36,7 +36,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from pydantic import BaseModel
 
 from runbook import killswitch, ledger, opsdb
@@ -113,7 +113,13 @@ def _limit_name(target: str) -> str:
 
 
 async def _ensure_limit(name: str) -> None:
+    """The target's global concurrency limit (1 slot) exists. Read first: a create that fails
+    because the limit exists is a failed write on the Prefect server (on its embedded SQLite
+    it takes the write lock, and other writers then see "database is locked")."""
     async with get_client() as client:
+        with contextlib.suppress(ObjectNotFound):
+            await client.read_global_concurrency_limit_by_name(name)
+            return
         with contextlib.suppress(ObjectAlreadyExists):
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=1)
@@ -271,6 +277,7 @@ async def perform(
                 key=key,
             )
 
+    limit_ready = False
     if asking:  # no database connection is held while a human decides
         answer = await approve(request)
         async with _db() as conn:
@@ -307,15 +314,28 @@ async def perform(
                 key=key,
             )
         await _test_pause("approved")
-        if still_needed is not None and not await still_needed():
-            why = "the symptom was gone when re-checked after approval"
-            async with _db() as conn:
-                await ledger.mark(conn, key, "skipped", outcome={"reason": why})
-                await ledger.event(conn, request.incident_id, "skipped", why, key=key)
-            return ActOutcome(**base, status="skipped", detail=why, approvers=approvers)
+        if still_needed is not None:
+            # the re-check and the (idempotent) creation of the target's concurrency limit are
+            # independent round trips: one wait instead of two on the way to the act
+            needed, made = await asyncio.gather(
+                still_needed(),
+                _ensure_limit(_limit_name(request.target))
+                if cls is ActionClass.DESTRUCTIVE
+                else asyncio.sleep(0),
+                return_exceptions=True,
+            )
+            if isinstance(needed, BaseException):
+                raise needed
+            if not needed:
+                why = "the symptom was gone when re-checked after approval"
+                async with _db() as conn:
+                    await ledger.mark(conn, key, "skipped", outcome={"reason": why})
+                    await ledger.event(conn, request.incident_id, "skipped", why, key=key)
+                return ActOutcome(**base, status="skipped", detail=why, approvers=approvers)
+            limit_ready = not isinstance(made, BaseException)  # else: tried again, below
 
     limit = _limit_name(request.target)
-    if cls is ActionClass.DESTRUCTIVE:
+    if cls is ActionClass.DESTRUCTIVE and not limit_ready:
         await _ensure_limit(limit)
     async with _db() as conn, _db() as lock_conn:
         await ledger.lock(lock_conn, key)
