@@ -80,7 +80,7 @@ LABELS = {"high-load": "high load → scale_replicas", "llm-outage": "LLM outage
 STAGES = (
     ("ack", "POST → 202 (intake ack)"),
     ("dispatch", "202 → flow run created (dispatcher)"),
-    ("pickup", "created → Pending (runner poll)"),
+    ("pickup", "created → Pending (event-driven pickup)"),
     ("launch", "Pending → Running (flow-run process)"),
     ("boot", "Running → flow's first timeline event"),
     ("diagnose", "first event → decided (observe + decide)"),
@@ -532,6 +532,17 @@ async def floor_run(stack: Stack, s: Scenario, module: Any) -> Compared:
     return result
 
 
+def add_prefect_db_option(parser: argparse.ArgumentParser) -> None:
+    """`--prefect-db`: the Prefect server's database (both benchmarks of the stack have it)."""
+    parser.add_argument(
+        "--prefect-db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the Prefect server's database: embedded SQLite (the demo's) or PostgreSQL"
+        " (production's; a fresh database on the local server)",
+    )
+
+
 def report_compared(results: list[Result], compared: list[Compared], busy: bool) -> None:
     ours = [r.to_action_s for r in results if r.scenario == "high-load" and r.to_action_s]
     print("\nthe issue's comparison (high load → scale replicas):")
@@ -648,6 +659,7 @@ def main() -> int:
     parser.add_argument(
         "--scenario", choices=("both", *NAMES), default="both", help="ours: which scenarios"
     )
+    add_prefect_db_option(parser)
     parser.add_argument("--peer", action="store_true", help="also a plain served Prefect flow")
     parser.add_argument("--floor", action="store_true", help="also the check + act, no Prefect")
     args = parser.parse_args()
@@ -662,7 +674,9 @@ def main() -> int:
     deadline = time.monotonic() + args.quiet_wait
     quiet = wait_for_quiet(args.max_load, deadline)
     home = Path(tempfile.mkdtemp(prefix="runbook-bench-a2a-"))
-    stack = Stack(home, flows=len(FLOWS), ui=False)
+    stack = Stack(
+        home, flows=len(FLOWS), ui=False, prefect_on_postgres=args.prefect_db == "postgres"
+    )
     results: list[Result] = []
     try:
         t0 = time.monotonic()

@@ -1,5 +1,8 @@
 """A real local Prefect server (embedded SQLite) for the demo, the sandbox and the tests.
 
+`database_url` (a `postgresql+asyncpg://` URL) runs it on PostgreSQL instead, as production
+does (docs/operations.md): Prefect migrates the empty database on start-up.
+
 Migrating a fresh SQLite database takes several seconds, so a migrated template is kept per Prefect
 version in the cache directory and copied for each new server: start-up is then about 3 s.
 The server is a child process bound to 127.0.0.1; `stop()` ends exactly that process.
@@ -71,8 +74,10 @@ class LocalPrefectServer:
         *,
         ui: bool = True,
         extra_env: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.extra_env = extra_env or {}
+        self.database_url = database_url
         self.home = home
         self.port = port or free_port()
         self.ui = ui
@@ -92,13 +97,16 @@ class LocalPrefectServer:
 
     def start(self, timeout: float = 60.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        database = self.home / "prefect.db"
-        if not database.exists():
-            shutil.copyfile(migrated_template(), database)
+        url = self.database_url
+        if url is None:
+            database = self.home / "prefect.db"
+            if not database.exists():
+                shutil.copyfile(migrated_template(), database)
+            url = f"sqlite+aiosqlite:///{database}"
         env = {
             **os.environ,
             "PREFECT_HOME": str(self.home),
-            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database}",
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "true" if self.ui else "false",
             "PREFECT_UI_API_URL": self.api_url,

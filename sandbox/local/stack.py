@@ -25,9 +25,15 @@ from sandbox.local.prefect_server import LocalPrefectServer, free_port
 
 
 class Stack:
-    def __init__(self, home: Path, *, flows: int, ui: bool = True) -> None:
-        """`flows`: how many deployments `runbook serve` registers (ready when all are)."""
+    def __init__(
+        self, home: Path, *, flows: int, ui: bool = True, prefect_on_postgres: bool = False
+    ) -> None:
+        """`flows`: how many deployments `runbook serve` registers (ready when all are).
+        `prefect_on_postgres`: the Prefect server keeps its state in a fresh database on the
+        ops PostgreSQL server (as production does) instead of its embedded SQLite."""
         self.home = home
+        self.prefect_on_postgres = prefect_on_postgres
+        self.prefect_db = ""
         self.ui = ui
         self.flows = flows
         self.server: LocalPrefectServer | None = None
@@ -44,20 +50,28 @@ class Stack:
         from sandbox.local.embedded import postgres_url
 
         self.home.mkdir(parents=True, exist_ok=True)
-        say("starting the Prefect server (embedded SQLite) …")
+        admin = postgres_url(os.environ.get("RUNBOOK_OPS_DATABASE_URL"), self.home / "ops-pg")
+        self.ops_admin_url = admin
+        prefect_url = None
+        if self.prefect_on_postgres:
+            self.prefect_db = f"runbook_prefect_{uuid.uuid4().hex[:8]}"
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{self.prefect_db}"')
+            base = admin.rsplit("/", 1)[0].split("://", 1)[1]
+            prefect_url = f"postgresql+asyncpg://{base}/{self.prefect_db}"
+        say(f"starting the Prefect server ({'PostgreSQL' if prefect_url else 'embedded SQLite'}) …")
         self.server = LocalPrefectServer(
             self.home / "prefect-server",
             ui=self.ui,
             extra_env={"PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2"},
+            database_url=prefect_url,
         )
-        self.server.start()
+        self.server.start(timeout=120.0 if prefect_url else 60.0)
         say("starting the sandbox platform …")
         self.sandbox = start_sandbox(data_dir=self.home / "sandbox")
-        admin = postgres_url(os.environ.get("RUNBOOK_OPS_DATABASE_URL"), self.home / "ops-pg")
         self.ops_db = f"runbook_demo_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.ops_db}"')
-        self.ops_admin_url = admin
         port = free_port()
         self.intake_url = f"http://127.0.0.1:{port}"
         self.env = {
@@ -67,7 +81,9 @@ class Stack:
             "PREFECT_HOME": str(self.home / "prefect-client"),
             "PREFECT_LOGGING_LEVEL": "WARNING",
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-            "RUNBOOK_SERVE_POLL_S": "0.25",
+            # runs start on Prefect's events (flows/serve.py); the poll is the fallback, at the
+            # production default (each poll is a write on the Prefect server's SQLite)
+            "RUNBOOK_SERVE_POLL_S": "1",
             "RUNBOOK_HOME": str(self.home),
             "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
             "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,
@@ -147,13 +163,16 @@ class Stack:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        if self.ops_admin_url and self.ops_db:
-            try:
-                with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{self.ops_db}" WITH (FORCE)')
-            except psycopg.Error:
-                pass
-            self.ops_db = ""
+        for name in ("ops_db", "prefect_db"):
+            if self.ops_admin_url and getattr(self, name):
+                try:
+                    with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
+                        conn.execute(
+                            f'DROP DATABASE IF EXISTS "{getattr(self, name)}" WITH (FORCE)'
+                        )
+                except psycopg.Error:
+                    pass
+                setattr(self, name, "")
         from sandbox.local.embedded import stop_embedded
 
         stop_embedded()
