@@ -54,11 +54,8 @@ class Stack:
         self.ops_admin_url = admin
         prefect_url = None
         if self.prefect_on_postgres:
-            self.prefect_db = f"runbook_prefect_{uuid.uuid4().hex[:8]}"
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{self.prefect_db}"')
-            base = admin.rsplit("/", 1)[0].split("://", 1)[1]
-            prefect_url = f"postgresql+asyncpg://{base}/{self.prefect_db}"
+            self.prefect_db = self._new_database("runbook_prefect")
+            prefect_url = self._database_url(self.prefect_db, scheme="postgresql+asyncpg")
         say(f"starting the Prefect server ({'PostgreSQL' if prefect_url else 'embedded SQLite'}) …")
         self.server = LocalPrefectServer(
             self.home / "prefect-server",
@@ -69,9 +66,7 @@ class Stack:
         self.server.start(timeout=120.0 if prefect_url else 60.0)
         say("starting the sandbox platform …")
         self.sandbox = start_sandbox(data_dir=self.home / "sandbox")
-        self.ops_db = f"runbook_demo_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{self.ops_db}"')
+        self.ops_db = self._new_database("runbook_demo")
         port = free_port()
         self.intake_url = f"http://127.0.0.1:{port}"
         self.env = {
@@ -85,7 +80,7 @@ class Stack:
             # production default (each poll is a write on the Prefect server's SQLite)
             "RUNBOOK_SERVE_POLL_S": "1",
             "RUNBOOK_HOME": str(self.home),
-            "RUNBOOK_OPS_DATABASE_URL": admin.rsplit("/", 1)[0] + "/" + self.ops_db,
+            "RUNBOOK_OPS_DATABASE_URL": self._database_url(self.ops_db),
             "RUNBOOK_ALERTMANAGER_TOKEN": self.alert_token,
             # a critical health check raises its alert through this intake, signed
             "RUNBOOK_INTAKE_URL": self.intake_url,
@@ -163,19 +158,35 @@ class Stack:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        for name in ("ops_db", "prefect_db"):
-            if self.ops_admin_url and getattr(self, name):
-                try:
-                    with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
-                        conn.execute(
-                            f'DROP DATABASE IF EXISTS "{getattr(self, name)}" WITH (FORCE)'
-                        )
-                except psycopg.Error:
-                    pass
-                setattr(self, name, "")
+        for database in (self.ops_db, self.prefect_db):
+            self._drop_database(database)
+        self.ops_db = self.prefect_db = ""
         from sandbox.local.embedded import stop_embedded
 
         stop_embedded()
+
+    def _new_database(self, prefix: str) -> str:
+        """A fresh database on the ops PostgreSQL server; its name."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def _database_url(self, name: str, scheme: str = "") -> str:
+        """The URL of database `name` on the ops server (`scheme` replaces the admin URL's)."""
+        base = self.ops_admin_url.rsplit("/", 1)[0]
+        if scheme:
+            base = f"{scheme}://{base.split('://', 1)[1]}"
+        return f"{base}/{name}"
+
+    def _drop_database(self, name: str) -> None:
+        if not (self.ops_admin_url and name):
+            return
+        try:
+            with psycopg.connect(self.ops_admin_url, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        except psycopg.Error:
+            pass
 
     def pids(self) -> list[int]:
         found = [c.pid for c in self.children]
