@@ -213,7 +213,7 @@ async def run_every_flow(sb: SandboxHandle, pg_url: str) -> dict[str, Any]:
     sb.inject("bad-deploy")
     inc = f"inc-secrets-{TAG}"
     rolling = asyncio.create_task(run("rollback", incident_id=inc, verify_window_s=10))
-    gate = await waiting_gate(pg_url, inc, timeout=120)
+    gate = await waiting_gate(pg_url, inc, timeout=120, running=rolling)
     code = code_from_slack(sb, "alice", gate)
     await resume(gate, approve=True, approver="alice", code=code, reason="secrets sweep")
     await rolling

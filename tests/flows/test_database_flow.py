@@ -43,7 +43,7 @@ async def test_database_down_fails_over_once_after_an_approval(
     await asyncio.sleep(8)
     before = ops(sb, "RebootDBInstance")
     running = asyncio.create_task(database_connections(verify_window_s=45))
-    gate = await waiting_gate(pg_url, action="failover_db")
+    gate = await waiting_gate(pg_url, action="failover_db", running=running)
     await asyncio.sleep(1)
     assert ops(sb, "RebootDBInstance") == before, "no failover before the approval"
     code = code_from_slack(sb, "alice", gate)

@@ -88,7 +88,7 @@ async def test_the_sunday_window_runs_its_five_steps_in_order_with_the_notice_ap
     page_before, mail_before = len(sb.sink("statuspage")), len(sb.sink("email"))
     # Friday 02:00: the notice, and the approval of the exact steps, given now
     notice = asyncio.create_task(maintenance_notice(now=window - timedelta(hours=48)))
-    gate = await waiting_gate(pg_url, action="approve_maintenance_plan")
+    gate = await waiting_gate(pg_url, action="approve_maintenance_plan", running=notice)
     code = code_from_slack(sb, "alice", gate)
     await resume(gate, approve=True, approver="alice", code=code, reason="routine window")
     noticed = await notice
@@ -125,7 +125,7 @@ async def test_the_sunday_window_runs_its_five_steps_in_order_with_the_notice_ap
     # was used once; the redeploy asks a human, who says no, and nothing is redeployed
     before = len(sb.journal())
     again = asyncio.create_task(scheduled_maintenance(now=window))
-    gate = await waiting_gate(pg_url, action="redeploy_service")
+    gate = await waiting_gate(pg_url, action="redeploy_service", running=again)
     await resume(gate, approve=False, approver="alice", reason="already done this window")
     await again
     assert "deploymentRedeploy" not in railway_and_rds(sb, before)
@@ -177,7 +177,7 @@ async def test_an_alert_during_the_window_is_suppressed_and_one_after_it_is_not(
     await updates_policy(maintenance_steps=["redeploy"])
     window = asyncio.create_task(scheduled_maintenance(now=sunday(4)))
     # no notice: the redeploy asks for its approval in the window (the window is open meanwhile)
-    gate = await waiting_gate(pg_url, action="redeploy_service")
+    gate = await waiting_gate(pg_url, action="redeploy_service", running=window)
     assert in_maintenance(sb)
     tag = uuid.uuid4().hex[:8]
     during = post_alert(

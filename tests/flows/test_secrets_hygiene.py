@@ -61,7 +61,7 @@ async def test_secrets_grep_finds_nothing(
     sb.inject("bad-deploy")
     incident = f"inc-sec-{uuid.uuid4().hex[:8]}"
     running = asyncio.create_task(safety_rollback(incident, target_suffix="-secrets"))
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     await resume(
         gate,
         approve=True,

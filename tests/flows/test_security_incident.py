@@ -51,7 +51,7 @@ async def test_leaked_key_pattern_disables_only_the_affected_stores_keys_after_a
     incident = manual_incident()
     running = asyncio.create_task(security_incident(incident_id=incident, window_s=900))
 
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     form = await form_description(gate)
     for store in AFFECTED:
         assert store in form, form

@@ -61,9 +61,10 @@ async def test_openai_rotation_uses_a_new_service_account_then_revokes_the_old_k
     assert railway_variables(sb)["OPENAI_API_KEY"] == original
     redeploys = len(ops(sb, "deploymentRedeploy"))
     incident = manual_incident()
-    running = asyncio.create_task(rotate_openai_key(incident_id=incident, verify_window_s=10))
+    # the window ends as soon as a completion answers: a long one costs nothing when it works
+    running = asyncio.create_task(rotate_openai_key(incident_id=incident, verify_window_s=60))
 
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     assert "`redeploy_service`" in await form_description(gate)
     new = railway_variables(sb)["OPENAI_API_KEY"]
     assert new != original and new.startswith("sk-svcacct-")
@@ -72,7 +73,7 @@ async def test_openai_rotation_uses_a_new_service_account_then_revokes_the_old_k
     assert len(ops(sb, "deploymentRedeploy")) == redeploys, "no redeploy before the approval"
     await approve(sb, gate, "rotate")
 
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     form = await form_description(gate)
     assert "`revoke_openai_key`" in form and "key_sbxUserPrimary" in form
     assert len(ops(sb, "deploymentRedeploy")) == redeploys + 1
@@ -101,7 +102,7 @@ async def test_failed_verify_restores_the_old_key_redeploys_and_escalates(
     pages = len(sb.sink("pagerduty"))
     incident = manual_incident()
     running = asyncio.create_task(rotate_openai_key(incident_id=incident, verify_window_s=5))
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     new = railway_variables(sb)["OPENAI_API_KEY"]
     await approve(sb, gate, "rotate")
     result = await running

@@ -78,7 +78,7 @@ async def test_rejected_revocation_leaves_both_keys_valid_and_escalates(
     pages = len(sb.sink("pagerduty"))
     incident = manual_incident()
     running = asyncio.create_task(rotate_store_key(store_id=store, incident_id=incident))
-    gate = await waiting_gate(pg_url, incident)
+    gate = await waiting_gate(pg_url, incident, running=running)
     new = await delivered_key(sb, store, mails)
     await resume(gate, approve=False, approver="bob", code="", reason="store not switched yet")
     result = await running

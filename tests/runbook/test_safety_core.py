@@ -34,14 +34,21 @@ def incident() -> str:
 
 
 async def waiting_gate(
-    pg_url: str, incident_id: str | None = None, timeout: float = 60, action: str | None = None
+    pg_url: str,
+    incident_id: str | None = None,
+    timeout: float = 60,
+    action: str | None = None,
+    running: asyncio.Task[Any] | None = None,
 ) -> str:
     """The paused approval-gate run waiting for this incident (or this action): waits until it
-    pauses."""
+    pauses. Given the flow's `running` task, fails at once with its outcome if it ends first."""
     deadline = time.monotonic() + timeout
     column, value = ("incident_id", incident_id) if incident_id else ("action", action)
     async with await opsdb.connect(pg_url) as conn:  # migrated, like the flow's own
         while time.monotonic() < deadline:
+            if running is not None and running.done():
+                ended = running.exception() or running.result()
+                raise AssertionError(f"the flow ended before an approval gate paused: {ended!r}")
             cur = await conn.execute(
                 f"SELECT flow_run_id FROM runbook.approvals WHERE {column} = %s"
                 " AND status = 'waiting' ORDER BY requested_at DESC LIMIT 1",
@@ -76,7 +83,7 @@ async def start_gated(
     before = rollbacks(sb)
     inc = incident()
     running = asyncio.create_task(safety_rollback(inc, target_suffix=suffix, **flow_args))
-    return running, await waiting_gate(pg_url, inc), before
+    return running, await waiting_gate(pg_url, inc, running=running), before
 
 
 async def resume(run_id: str, **run_input: Any) -> None:
