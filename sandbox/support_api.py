@@ -100,6 +100,7 @@ class SupportApi:
     # -- faults with real effects ---------------------------------------------------------------
     async def apply(self, fault: str) -> None:
         if fault == "db-pool-exhausted":
+            await self.pool.open(wait=False)  # a pool just swapped in (below) may not be yet
             await self.hog.grab(self.pool, self.pool.max_size)
         elif fault == "db-down":
             self.pg_proxy.set_mode("refuse")
@@ -132,7 +133,13 @@ class SupportApi:
             self.p.cure("slow-queries")
             self._spawn(loop.create_task(self._restart_pool()))
         elif event == "pool-size":
-            self._spawn(loop.create_task(self.pool.resize(1, self.pool_size)))
+            if self.pool_size < self.pool.max_size:
+                # smaller: a new pool, as the app's restart makes one (psycopg's resize keeps
+                # the extra connections open and hands them out: "exhausted" would not be)
+                old, self.pool = self.pool, self._new_pool()
+                self._spawn(loop.create_task(self._swap_pool(old)))
+            else:
+                self._spawn(loop.create_task(self.pool.resize(1, self.pool_size)))
             if self.pool_size > len(self.hog.held):
                 self.p.cure("db-pool-exhausted")
 
@@ -143,6 +150,9 @@ class SupportApi:
     async def _restart_pool(self) -> None:
         await self.hog.release()
         old, self.pool = self.pool, self._new_pool()
+        await self._swap_pool(old)
+
+    async def _swap_pool(self, old: AsyncConnectionPool[Any]) -> None:
         await self.pool.open(wait=False)
         await old.close(timeout=2)
 

@@ -141,3 +141,31 @@ def platform_env(
     get_settings.cache_clear()
     yield handle
     get_settings.cache_clear()
+
+
+# The slowest test files (measured with `--durations=0`, summed per file), in that order, ahead of
+# the rest: pytest-xdist hands whole files to its workers (`--dist loadfile`) in collection order
+# (`--no-loadscope-reorder`, pyproject), so the long ones start first and the many quick files
+# fill the gaps at the end, instead of one worker starting the demo when the others are done.
+SLOW_FILES_FIRST = (
+    "tests/e2e/test_demo.py",
+    "tests/faults/test_sigkill_served.py",
+    "tests/faults/test_sigkill.py",
+    "tests/e2e/test_scale_out.py",
+    "tests/e2e/test_incident_flows.py",
+    "tests/runbook/test_safety_core.py",
+    "tests/flows/test_approval_suspend.py",
+    "tests/flows/test_scale_down.py",
+    "tests/faults/test_dependencies.py",
+    "tests/faults/test_secrets_everywhere.py",
+    "tests/flows/test_deployment.py",
+    "tests/intake/test_intake_dispatch.py",
+    "tests/flows/test_security_openai_key.py",
+    "tests/flows/test_database_flow.py",
+    "tests/sandbox/test_sandbox_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))

@@ -12,52 +12,21 @@ asks — and then:
 * the incident was escalated (page + timeline) and its rerun finished it; the killed run is
   Crashed in Prefect, never Running.
 
-The last test kills only the served flow run's process (`serve` lives on and Prefect marks the
-run Crashed itself): the ledger's `started` act is still reconciled and a human paged.
+The served half is tests/faults/test_sigkill_served.py (two files: pytest-xdist runs them on two
+workers).
 
 Each test: `.venv/bin/pytest -n0 tests/faults -k NAME`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from runbook import opsdb
-from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
-from tests.faults.harness import PREFIX
-from tests.faults.scenario import Fault
+from tests.faults.sigkill_support import fault, sb
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
-
-
-@pytest.fixture
-async def sb(
-    prefect_server: str, platform_env: SandboxHandle, pg_url: str, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[SandboxHandle]:
-    """The sandbox; afterwards this suite's acts are aged out of the hourly budgets."""
-    monkeypatch.setenv("RUNBOOK_DESTRUCTIVE_BUDGET_PER_HOUR", "20")
-    get_settings.cache_clear()
-    yield platform_env
-    async with await opsdb.connect(pg_url) as conn:
-        await conn.execute(
-            "UPDATE runbook.actions SET updated_at = updated_at - interval '2 hours'"
-            " WHERE incident_id LIKE %s",
-            (PREFIX + "%",),
-        )
-
-
-async def fault(
-    sb: SandboxHandle, pg_url: str, step: str, served: bool, kill: str = "tree"
-) -> None:
-    run = Fault(sb, pg_url, step, served, kill)
-    try:
-        outcome = await run.run()
-    finally:
-        run.cleanup()
-    assert outcome["rollbacks"] == 1 and outcome["stuck"] == 0
+__all__ = ["sb"]  # the fixture, imported for these tests
 
 
 async def test_sigkill_after_approval_direct_acts_once(sb: SandboxHandle, pg_url: str) -> None:
@@ -76,29 +45,3 @@ async def test_sigkill_after_act_before_record_direct_acts_once(
 
 async def test_sigkill_during_verify_direct_acts_once(sb: SandboxHandle, pg_url: str) -> None:
     await fault(sb, pg_url, "during_verify", served=False)
-
-
-async def test_sigkill_after_approval_served_acts_once(sb: SandboxHandle, pg_url: str) -> None:
-    await fault(sb, pg_url, "after_approval", served=True)
-
-
-async def test_sigkill_during_act_served_acts_once(sb: SandboxHandle, pg_url: str) -> None:
-    await fault(sb, pg_url, "during_act", served=True)
-
-
-async def test_sigkill_after_act_before_record_served_acts_once(
-    sb: SandboxHandle, pg_url: str
-) -> None:
-    await fault(sb, pg_url, "after_act", served=True)
-
-
-async def test_sigkill_during_verify_served_acts_once(sb: SandboxHandle, pg_url: str) -> None:
-    await fault(sb, pg_url, "during_verify", served=True)
-
-
-async def test_sigkill_flow_process_only_during_act_served_runner_crash_reconciled(
-    sb: SandboxHandle, pg_url: str
-) -> None:
-    """`serve` survives: Prefect marks the run Crashed itself; the sweeper still reconciles the
-    act the ledger left `started`, and pages."""
-    await fault(sb, pg_url, "during_act", served=True, kill="flow")

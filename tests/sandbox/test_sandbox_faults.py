@@ -162,6 +162,20 @@ async def test_fault_db_pool_exhausted_cured_by_raising_pool_size(
     assert state["pool_size"] == 30 and state["db_pool_max_size"] == 30
 
 
+async def test_pool_exhausted_after_a_bigger_pool_went_back_to_its_size(
+    sandbox: SandboxHandle, blocks: Blocks
+) -> None:
+    """A pool raised to 30 (and filled), then reset to 10: exhausted means all of it again
+    (a resized pool kept its 30 connections and handed out the extra ones)."""
+    await railway.set_variables.fn(blocks.railway, {"DATABASE_POOL_SIZE": "30"}, skip_deploys=True)
+    sandbox.inject("db-pool-exhausted")
+    assert sandbox.state()["db_pool_held"] == 30
+    sandbox.reset()
+    sandbox.inject("db-pool-exhausted")
+    assert sandbox.state()["db_pool_held"] == 10
+    assert (await get_api_readiness.fn(blocks.api)).status == Status.CRITICAL
+
+
 async def test_fault_db_pool_exhausted_cured_by_redeploy(
     sandbox: SandboxHandle, blocks: Blocks
 ) -> None:
