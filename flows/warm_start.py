@@ -21,10 +21,11 @@ that, in the `runbook serve` process only. `RUNBOOK_WARM_START=0` turns it off (
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import wraps
 from typing import Any
 
@@ -78,6 +79,17 @@ def by_reference(flow: Any) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _no_external_suspension_watch(*args: Any, **kwargs: Any) -> Iterator[None]:
+    """Stands in, in a forked run, for Prefect's `observe_flow_run_suspension`: a thread with its
+    own event loop, API client and event subscription, which the engine waits for before it
+    marks the run Running, so that a run suspended *from outside* (another process setting its
+    state Suspended) stops at once. Our flows suspend only themselves (`asuspend_flow_run` marks
+    that directly, without the watcher), and an operator stops a run by cancelling it; a run
+    suspended from outside would run on in its process."""
+    yield
+
+
 def run_flow_in_forkserver(
     flow: Any,
     flow_run: Any = None,
@@ -97,7 +109,6 @@ def run_flow_in_forkserver(
         run_flow,
     )
     from prefect.settings.context import get_current_settings
-    from prefect.settings.models.root import Settings
     from prefect.utilities.callables import cloudpickle_wrapped_call
     from prefect.utilities.processutils import sanitize_subprocess_env
 
@@ -119,9 +130,15 @@ def run_flow_in_forkserver(
             from flows.registry import load_flow
 
             kwargs["flow"] = load_flow(registry_name)
+        import prefect.flow_engine
+
+        from flows.fork_preload import settings_for_this_run
+
+        # no watcher for suspensions from outside (see `_no_external_suspension_watch`)
+        prefect.flow_engine.observe_flow_run_suspension = _no_external_suspension_watch  # type: ignore[attr-defined]
         settings_context = get_settings_context()
         with (
-            SettingsContext(profile=settings_context.profile, settings=Settings()),
+            SettingsContext(profile=settings_context.profile, settings=settings_for_this_run()),
             handle_engine_signals(getattr(flow_run, "id", None)),
         ):
             maybe_coro = run_flow(*args, **kwargs)

@@ -90,3 +90,21 @@ def test_serve_installs_the_warm_start_unless_turned_off(monkeypatch: pytest.Mon
         assert starter.run_flow_in_subprocess is warm_start.run_flow_in_forkserver  # type: ignore[attr-defined]
     finally:
         starter.run_flow_in_subprocess = original  # type: ignore[attr-defined]
+
+
+def test_a_forked_run_reuses_the_fork_servers_prefect_settings_only_for_the_same_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from flows import fork_preload
+
+    importlib.reload(fork_preload)  # built now, with this environment (as the fork server does)
+    built = fork_preload.settings_for_this_run()
+    assert fork_preload.settings_for_this_run() is built
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "3f0c")  # the engine's per-run variable
+    assert fork_preload.settings_for_this_run() is built
+    level = "DEBUG" if built.logging.level != "DEBUG" else "ERROR"
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", level)  # a setting of the run's own
+    own = fork_preload.settings_for_this_run()
+    assert own is not built and own.logging.level == level
