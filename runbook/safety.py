@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-from prefect.concurrency.asyncio import concurrency
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from pydantic import BaseModel
@@ -45,6 +48,7 @@ from runbook.approval import scope
 from runbook.errors import OutcomeUnknown, PermanentError
 from runbook.policy import PolicyRules
 
+logger = logging.getLogger("runbook.safety")
 FINAL = frozenset({"done", "undone"})  # an act that happened: never again for this incident
 LEASE_S = 60.0  # the shortest lease Prefect's server accepts
 SLOT_WAIT_S = 300.0
@@ -124,6 +128,58 @@ async def _ensure_limit(name: str) -> None:
             await client.create_global_concurrency_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=1)
             )
+
+
+@contextlib.asynccontextmanager
+async def target_slot(name: str, wait_s: float = SLOT_WAIT_S) -> AsyncIterator[None]:
+    """The one slot of the target's global concurrency limit `name`, held under a lease that is
+    renewed while we hold it and released at the end (a crashed holder's lease runs out after
+    LEASE_S, and the server's repossessor frees the slot). TimeoutError when another holder
+    keeps it longer than `wait_s`; PermanentError when the limit does not exist.
+
+    What Prefect's `concurrency()` does, on the run's own API client: Prefect's goes through a
+    queue service on another thread with an API client of its own and starts a renewal thread,
+    ~0.15 s on the way to every destructive act (docs/benchmarks.md)."""
+    async with get_client() as client:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                response = await client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=LEASE_S
+                )
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != httpx.codes.LOCKED:
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    why = f"the slot of {name} was not free within {wait_s:g} s"
+                    raise TimeoutError(why) from None
+                retry_after = float(exc.response.headers.get("Retry-After") or 1.0)
+                await asyncio.sleep(min(max(retry_after, 0.1), left))
+        granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+        if not granted.limits:
+            raise PermanentError(f"the global concurrency limit {name} does not exist")
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_S / 3)
+                try:
+                    await client.renew_concurrency_lease(granted.lease_id, LEASE_S)
+                except Exception as exc:  # the act goes on: stopping it midway is worse
+                    logger.warning("renewing the lease on %s failed: %s", name, exc)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(BaseException):
+                await renewing
+            try:
+                await client.release_concurrency_slots_with_lease(granted.lease_id)
+            except Exception as exc:  # the lease runs out on its own
+                logger.warning("releasing the slot of %s failed: %s", name, exc)
 
 
 def _flow_run_id() -> str | None:
@@ -345,13 +401,7 @@ async def perform(
             try:
                 # the lease is renewed while we hold it; a crashed holder frees it
                 # after at most LEASE_S (+ the server's repossessor interval)
-                async with concurrency(
-                    limit,
-                    occupy=1,
-                    strict=True,
-                    lease_duration=LEASE_S,
-                    timeout_seconds=SLOT_WAIT_S,
-                ):
+                async with target_slot(limit):
                     return await _act_once(run, conn, act, approvers)
             except TimeoutError:  # only the slot wait: act()'s own timeouts are handled inside
                 why = f"another destructive action on {request.target} is still running"
