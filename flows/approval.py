@@ -24,6 +24,7 @@ never on the wording of a reason.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -98,13 +99,19 @@ class _Suspend:
     async def answer(
         self, form: type[ApprovalInput], description: str, key: str, timeout_s: int
     ) -> tuple[ApprovalInput, datetime]:
-        # exits this process on the first pass; returns the stored answer after the resume
-        answer = await asuspend_flow_run(
-            wait_for_input=form.with_initial_data(description=description),
-            timeout=timeout_s + SUSPEND_GRACE_S,
-            key=key,
-        )
-        return answer, await _resumed_at(self.run_id, key)
+        # exits this process on the first pass; returns the stored answer after the resume.
+        # When the answer came is read meanwhile (on the first pass there is none: dropped)
+        resumed_at = asyncio.create_task(_resumed_at(self.run_id, key))
+        try:
+            answer = await asuspend_flow_run(
+                wait_for_input=form.with_initial_data(description=description),
+                timeout=timeout_s + SUSPEND_GRACE_S,
+                key=key,
+            )
+        except BaseException:
+            resumed_at.cancel()
+            raise
+        return answer, await resumed_at
 
 
 def _current_run_id() -> str:
