@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from runbook import opsdb
-from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
+from tests.budget import destructive_budget
 from tests.faults.harness import PREFIX
 from tests.faults.scenario import Fault
 
@@ -19,15 +18,8 @@ async def sb(
     prefect_server: str, platform_env: SandboxHandle, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[SandboxHandle]:
     """The sandbox; afterwards this suite's acts are aged out of the hourly budgets."""
-    monkeypatch.setenv("RUNBOOK_DESTRUCTIVE_BUDGET_PER_HOUR", "20")
-    get_settings.cache_clear()
-    yield platform_env
-    async with await opsdb.connect(pg_url) as conn:
-        await conn.execute(
-            "UPDATE runbook.actions SET updated_at = updated_at - interval '2 hours'"
-            " WHERE incident_id LIKE %s",
-            (PREFIX + "%",),
-        )
+    async with destructive_budget(pg_url, monkeypatch, PREFIX):
+        yield platform_env
 
 
 async def fault(

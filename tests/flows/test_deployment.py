@@ -20,6 +20,7 @@ from runbook import opsdb
 from runbook.settings import get_settings
 from sandbox.handle import SandboxHandle
 from tasks import app_metrics, railway
+from tests.budget import destructive_budget
 from tests.runbook.test_safety_core import code_from_slack, resume, waiting_gate
 
 pytestmark = pytest.mark.integration
@@ -46,15 +47,8 @@ async def sb(
     """The sandbox, with room in the destructive budget for a deploy and a rollback per test.
     Afterwards this module's acts are aged out of the hour, so later tests on the same ledger
     and target start with the budget they expect."""
-    monkeypatch.setenv("RUNBOOK_DESTRUCTIVE_BUDGET_PER_HOUR", "20")
-    get_settings.cache_clear()
-    yield platform_env
-    async with await opsdb.connect(pg_url) as conn:
-        await conn.execute(
-            "UPDATE runbook.actions SET updated_at = updated_at - interval '2 hours'"
-            " WHERE incident_id LIKE %s",
-            (PREFIX + "%",),
-        )
+    async with destructive_budget(pg_url, monkeypatch, PREFIX):
+        yield platform_env
 
 
 async def timeline(pg_url: str, inc: str) -> list[str]:
