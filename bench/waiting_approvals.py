@@ -56,7 +56,13 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.alert_to_action import _pct, _sigterm, _ts, wait_for_quiet  # noqa: E402
+from bench.alert_to_action import (  # noqa: E402
+    _pct,
+    _sigterm,
+    _ts,
+    add_prefect_db_option,
+    wait_for_quiet,
+)
 from sandbox.local.stack import Stack  # noqa: E402
 
 RSS_TARGET_MIB = 1024.0
@@ -422,6 +428,7 @@ def main() -> int:
     parser.add_argument("--parallel", type=int, default=10, help="run creations at a time")
     parser.add_argument("--max-load", type=float, default=1.5, help="1-min load to wait for")
     parser.add_argument("--quiet-wait", type=float, default=900.0, help="s to wait for it, max")
+    add_prefect_db_option(parser)
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _sigterm)
 
@@ -436,7 +443,9 @@ def main() -> int:
         }
     )
     home = Path(tempfile.mkdtemp(prefix="runbook-bench-wait-"))
-    stack = Stack(home, flows=len(FLOWS), ui=False)
+    stack = Stack(
+        home, flows=len(FLOWS), ui=False, prefect_on_postgres=args.prefect_db == "postgres"
+    )
     out: Outcome | None = None
     loads = [os.getloadavg()[0]]
     try:
