@@ -8,21 +8,76 @@ starts with it done: what each run would otherwise import or build on its own fi
 - the process's shared TLS context (runbook/tls.py): ~20 ms to build;
 - Prefect's settings (~40 ms to build from the environment and the config files): a run whose
   `PREFECT_*` environment is the fork server's takes this object (`settings_for_this_run`)
-  instead of building its own.
+  instead of building its own, and skips rebuilding it a second time from the serialized
+  context the runner sends (`without_same_settings`, ~30 ms);
+- `prefect.utilities.visualization` (and graphviz): imported by the first task call of every run
+  (~50 ms in a profiled rerun);
+- the TLS context of Prefect's API clients: each client Prefect's engine makes (three per run)
+  parsed the CA bundle again (~20 ms each); `shared_prefect_client_tls` lets them share one.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
+from functools import cache
+from typing import Any
 
 import anyio._backends._asyncio  # noqa: F401
-import prefect.task_engine  # noqa: F401
+import certifi
+import prefect.client.orchestration
+import prefect.task_engine
+import prefect.utilities.visualization
 import rich._emoji_codes  # noqa: F401
+from prefect.context import SettingsContext, get_settings_context
 from prefect.settings.models.root import Settings
 
 from runbook.tls import tls_context
 
 tls_context()
+
+
+@cache
+def _verifying_context(cafile: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=cafile)
+
+
+class _SharedVerifyingContexts:
+    """Stands in for the `ssl` module inside `prefect.client.orchestration`: the verifying
+    context Prefect builds for every API client (`create_default_context(cafile=...)`, the CA
+    bundle parsed again each time) is built once per CA file and shared, as runbook/tls.py does
+    for our own clients. A context is safe to share between clients; every Prefect client in a
+    process has the same HTTP/2 setting, so httpcore sets the same ALPN list on it. Every other
+    call — the unverified context of `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`, which Prefect
+    then modifies — goes to the real module. A CA file changed on disk is read again by the
+    next `runbook serve` (the fork server lives as long as it does)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(ssl, name)
+
+    @staticmethod
+    def create_default_context(
+        purpose: ssl.Purpose = ssl.Purpose.SERVER_AUTH,
+        *,
+        cafile: str | None = None,
+        capath: str | None = None,
+        cadata: str | bytes | None = None,
+    ) -> ssl.SSLContext:
+        if purpose is ssl.Purpose.SERVER_AUTH and cafile and capath is None and cadata is None:
+            return _verifying_context(cafile)
+        return ssl.create_default_context(purpose, cafile=cafile, capath=capath, cadata=cadata)
+
+
+def shared_prefect_client_tls() -> None:
+    """Point Prefect's API clients (in this process and every run forked from it) at shared
+    verifying contexts, the default one built now."""
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    prefect.client.orchestration.ssl = _SharedVerifyingContexts()  # type: ignore[attr-defined,assignment]
+    _verifying_context(PREFECT_API_SSL_CERT_FILE.value() or certifi.where())  # as Prefect picks
+
+
+shared_prefect_client_tls()
 
 
 def _prefect_environment() -> dict[str, str]:
@@ -31,10 +86,39 @@ def _prefect_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("PREFECT_") and k[8:9] != "_"}
 
 
-_BUILT = (_prefect_environment(), Settings())
+def _as_the_runner_sends_it(settings: Settings) -> dict[str, str]:
+    """The `PREFECT_*` environment a run forked by `runbook serve` gets when the runner's settings
+    are these: the runner exports every setting that is set (from the environment *or* the
+    active profile, e.g. the default profile's `PREFECT_SERVER_EPHEMERAL_ENABLED`) under its
+    own environment (`run_flow_in_forkserver`'s `merged_env`)."""
+    exported = settings.to_environment_variables(exclude_unset=True)
+    return {
+        k: v
+        for k, v in (exported | dict(os.environ)).items()
+        if k.startswith("PREFECT_") and k[8:9] != "_"
+    }
+
+
+_SETTINGS = Settings()
+_SAME_ENVIRONMENTS = (_prefect_environment(), _as_the_runner_sends_it(_SETTINGS))
+# what the runner's serialized context holds when its settings are these (compared, not rebuilt)
+_SERIALIZED = SettingsContext(
+    profile=get_settings_context().profile, settings=_SETTINGS
+).serialize()
 
 
 def settings_for_this_run() -> Settings:
     """The fork server's settings when this run's environment would build the same, else new."""
-    environment, settings = _BUILT
-    return settings if _prefect_environment() == environment else Settings()
+    return _SETTINGS if _prefect_environment() in _SAME_ENVIRONMENTS else Settings()
+
+
+def without_same_settings(
+    context: dict[str, Any] | None, settings: Settings
+) -> dict[str, Any] | None:
+    """The runner's serialized context for the run, without its settings when they are exactly
+    the fork server's and this run uses those (`settings`, from `settings_for_this_run`):
+    Prefect's engine would otherwise build a second Settings object from them (~30 ms) equal to
+    the one already current."""
+    if context and settings is _SETTINGS and context.get("settings_context") == _SERIALIZED:
+        return {**context, "settings_context": {}}
+    return context

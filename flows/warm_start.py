@@ -132,13 +132,15 @@ def run_flow_in_forkserver(
             kwargs["flow"] = load_flow(registry_name)
         import prefect.flow_engine
 
-        from flows.fork_preload import settings_for_this_run
+        from flows.fork_preload import settings_for_this_run, without_same_settings
 
+        settings = settings_for_this_run()
+        kwargs["context"] = without_same_settings(kwargs.get("context"), settings)
         # no watcher for suspensions from outside (see `_no_external_suspension_watch`)
         prefect.flow_engine.observe_flow_run_suspension = _no_external_suspension_watch  # type: ignore[attr-defined]
         settings_context = get_settings_context()
         with (
-            SettingsContext(profile=settings_context.profile, settings=settings_for_this_run()),
+            SettingsContext(profile=settings_context.profile, settings=settings),
             handle_engine_signals(getattr(flow_run, "id", None)),
         ):
             maybe_coro = run_flow(*args, **kwargs)

@@ -30,8 +30,21 @@ def migration_files() -> list[Path]:
     return sorted(MIGRATIONS.glob("[0-9][0-9][0-9]_*.sql"))
 
 
+async def _all_applied(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> bool:
+    """Every migration file is recorded as applied (one read, no lock): the common case for
+    every process after the first, e.g. each flow run forked by `runbook serve`."""
+    try:
+        cur = await conn.execute("SELECT name FROM runbook.schema_migrations")
+    except psycopg.errors.UndefinedTable:  # also for a missing schema: a new database
+        return False
+    done = {row[0] for row in await cur.fetchall()}
+    return all(path.name in done for path in migration_files())
+
+
 async def migrate(conn: psycopg.AsyncConnection[tuple[Any, ...]]) -> list[str]:
     """Apply pending migrations; returns the names applied now. Safe to call concurrently."""
+    if conn.autocommit and await _all_applied(conn):
+        return []
     applied_now: list[str] = []
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))

@@ -104,7 +104,68 @@ def test_a_forked_run_reuses_the_fork_servers_prefect_settings_only_for_the_same
     assert fork_preload.settings_for_this_run() is built
     monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "3f0c")  # the engine's per-run variable
     assert fork_preload.settings_for_this_run() is built
+    # what the runner adds: every setting that is set, also those from the active profile
+    exported = built.to_environment_variables(exclude_unset=True)
+    for key, value in exported.items():
+        if key not in os.environ:  # the runner's own environment wins, as in its merge
+            monkeypatch.setenv(key, value)
+    assert fork_preload.settings_for_this_run() is built
     level = "DEBUG" if built.logging.level != "DEBUG" else "ERROR"
     monkeypatch.setenv("PREFECT_LOGGING_LEVEL", level)  # a setting of the run's own
     own = fork_preload.settings_for_this_run()
     assert own is not built and own.logging.level == level
+
+
+def test_a_forked_run_builds_its_settings_from_the_runners_context_only_when_they_differ(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    from prefect.context import SettingsContext, get_settings_context, serialize_context
+
+    from flows import fork_preload
+
+    importlib.reload(fork_preload)
+    built = fork_preload.settings_for_this_run()
+    same = serialize_context()  # what `runbook serve` sends with each run
+    stripped = fork_preload.without_same_settings(same, built)
+    assert stripped is not None and stripped["settings_context"] == {}
+    assert same["settings_context"], "the runner's own context is left as it was"
+
+    level = "DEBUG" if built.logging.level != "DEBUG" else "ERROR"
+    other = built.model_copy(update={"logging": built.logging.model_copy(update={"level": level})})
+    with SettingsContext(profile=get_settings_context().profile, settings=other):
+        theirs = serialize_context()
+    kept = fork_preload.without_same_settings(theirs, built)
+    assert kept is theirs, "settings of the runner's own are hydrated by Prefect as before"
+
+    monkeypatch.setenv("PREFECT_LOGGING_LEVEL", level)  # this run builds its own settings
+    own = fork_preload.settings_for_this_run()
+    assert fork_preload.without_same_settings(same, own) is same
+
+
+def test_prefect_api_clients_in_a_forked_run_share_one_verifying_tls_context() -> None:
+    import ssl
+
+    from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+
+    from flows import fork_preload
+
+    fork_preload.shared_prefect_client_tls()
+
+    def context(client: PrefectClient | SyncPrefectClient) -> ssl.SSLContext:
+        return client._client._transport._pool._ssl_context  # type: ignore[union-attr,no-any-return]
+
+    first = PrefectClient("https://prefect.example/api")
+    second = SyncPrefectClient("https://prefect.example/api")
+    assert context(first) is context(second), "the CA bundle was parsed again"
+    assert context(first).verify_mode is ssl.CERT_REQUIRED and context(first).check_hostname
+
+    from prefect.settings import PREFECT_API_TLS_INSECURE_SKIP_VERIFY, temporary_settings
+
+    with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        insecure = PrefectClient("https://prefect.example/api")
+    assert (
+        context(insecure) is not context(first) and context(insecure).verify_mode is ssl.CERT_NONE
+    )
+    assert context(first).verify_mode is ssl.CERT_REQUIRED, "the shared context stays verifying"
