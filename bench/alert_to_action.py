@@ -98,6 +98,7 @@ class Result:
     operations: list[str] = field(default_factory=list)  # every journal entry of the run
     acts: int = 0  # journal entries of the expected act
     ledger_done: int = 0  # runbook.actions rows done for the incident
+    ledger_undone: int = 0  # rows undone: acted, verify failed, the act was reverted (+1 entry)
     final_state: str = ""
     stages: dict[str, float] = field(default_factory=dict)
     load: float = 0.0
@@ -106,8 +107,14 @@ class Result:
     decided: str = ""  # what the flow decided
 
     @property
+    def undone(self) -> bool:
+        """Acted once, the verify failed and the act was reverted: its journal holds the act and
+        the undo (the same operation), not a repeat."""
+        return self.acts == 2 and self.ledger_undone == 1 and self.ledger_done == 0
+
+    @property
     def once(self) -> bool:
-        return self.acts == 1 and self.ledger_done == 1
+        return (self.acts == 1 and self.ledger_done == 1) or self.undone
 
     @property
     def ok(self) -> bool:
@@ -226,6 +233,18 @@ async def _ops(incident: str) -> tuple[str | None, list[dict[str, Any]], int]:
     return run_id, events, done
 
 
+async def _undone(incident: str) -> int:
+    """Ledger rows of the incident reverted after a failed verify."""
+    from runbook import opsdb
+
+    async with await opsdb.connect() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM runbook.actions WHERE incident_id = %s AND status = 'undone'",
+            (incident,),
+        )
+        return int((await cur.fetchone() or (0,))[0])
+
+
 def _uuid(text: str | None) -> str | None:
     """The outbox row's result when it is a flow run id (not `failed: …`)."""
     try:
@@ -308,6 +327,7 @@ async def one_run(stack: Stack, s: Scenario, http: httpx.AsyncClient, prefect: A
         result.operations = [e["operation"] for e in entries]
         result.acts = sum(1 for e in entries if e["operation"] in ops)
         _, events, result.ledger_done = await _ops(incident)
+        result.ledger_undone = await _undone(incident)
 
         # the breakdown
         states = await prefect.read_flow_run_states(uuid.UUID(run_id))
@@ -600,7 +620,8 @@ def report(results: list[Result], *, busy: bool, quiet_load: float, args: Any) -
         took = f"{r.to_action_s:6.2f} s" if r.to_action_s is not None else "   -   "
         print(
             f"  {r.scenario:<11} fault wait {r.fault_wait_s:5.2f} s  ack {r.ack_s * 1000:6.1f} ms"
-            f"  → act {took}  acts {r.acts} ledger {r.ledger_done}  {r.final_state:<10}"
+            f"  → act {took}  acts {r.acts} ledger {r.ledger_done}"
+            f"{' (verify failed: undone)' if r.undone else ''}  {r.final_state:<10}"
             f" load {r.load:4.2f}  {','.join(r.operations)}  {r.problem}"
         )
         if r.problem or r.waited_for:
@@ -611,7 +632,11 @@ def report(results: list[Result], *, busy: bool, quiet_load: float, args: Any) -
         groups["all"] = results
     for name, rows in groups.items():
         timed = [r.to_action_s for r in rows if r.to_action_s is not None]
-        print(f"\n{name}: {len(rows)} runs, act exactly once in {sum(r.once for r in rows)}")
+        undone = sum(r.undone for r in rows)
+        print(
+            f"\n{name}: {len(rows)} runs, act exactly once in {sum(r.once for r in rows)}"
+            + (f" ({undone} of them undone after a failed verify)" if undone else "")
+        )
         print(_line("  POST → first mutation in the journal", timed))
         print(_line("  intake ack", [r.ack_s for r in rows]))
         waits = [r.fault_wait_s for r in rows]

@@ -1,7 +1,7 @@
 """Intake throughput and ack latency, persist-before-ack, against a bare `return 202` baseline.
 
     .venv/bin/python bench/intake_bench.py [--seconds 10] [--connections 20] [--rate 1000]
-                                           [--rounds 3] [--writers 2]
+                                           [--rounds 3] [--writers 2] [--dispatch]
 
 What it does (stops by itself, about (2 x rounds + 1) x seconds plus start-up):
 1. creates a throwaway ops database on the local PostgreSQL (RUNBOOK_BENCH_PG_URL, default
@@ -15,6 +15,12 @@ What it does (stops by itself, about (2 x rounds + 1) x seconds plus start-up):
    then drives the intake open-loop at a fixed `rate` for `seconds` (latency at the target load,
    measured from each request's scheduled send time, so queueing counts);
 4. prints a markdown table: deliveries/s, p50/p99/max ack latency, statuses, and the ratio.
+
+`--dispatch` (issue #15 item 4: the dedupe outcome from the same run): intake's dispatcher is on,
+pointed at a local Prefect server (its embedded SQLite) holding a deployment of every alert flow
+(no runner: the runs stay Scheduled), so the storm is taken while intake also starts the runs.
+After the load it waits until every incident's dispatch is done and reports deliveries accepted,
+incidents, flow runs, and flow runs per incident (target: exactly 1 each).
 
 The load is a storm: signed generic and Alertmanager deliveries for 100 distinct problems, so most
 deliveries coalesce into an open incident (one UPDATE + one INSERT in one transaction, committed
@@ -237,7 +243,81 @@ def stop(child: subprocess.Popen[bytes]) -> None:
     process.stop(child)
 
 
-async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
+@dataclass
+class Dedupe:
+    """What a storm left: one incident per problem, one flow run per incident."""
+
+    accepted: int = 0
+    incidents: int = 0
+    alerts_counted: int = 0
+    runs_per_incident: Counter[int] = field(default_factory=Counter)
+    dispatch_s: float = 0.0
+
+    def lines(self) -> list[str]:
+        runs = sum(k * v for k, v in self.runs_per_incident.items())
+        exactly_one = self.runs_per_incident.get(1, 0)
+        return [
+            f"dedupe (same run): {self.accepted:,} deliveries accepted (202, warm-up included) →"
+            f" {self.alerts_counted:,} alerts counted on {self.incidents} incidents →"
+            f" {runs} flow runs;"
+            f" incidents with exactly 1 run: {exactly_one}/{self.incidents}"
+            f" (runs per incident: {dict(sorted(self.runs_per_incident.items()))});"
+            f" every dispatch done {self.dispatch_s:.1f} s after the load",
+            f"target 1 run per incident: {'met' if exactly_one == self.incidents else 'NOT met'};"
+            f" every accepted delivery counted: {self.accepted == self.alerts_counted}",
+        ]
+
+
+ALERT_FLOWS = ("high-error-rate", "high-latency")  # the storm's two alert names route here
+
+
+async def deploy_alert_flows(api_url: str) -> None:
+    """A deployment of each alert flow the storm routes to, named as intake dispatches to it."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.registry import load_flow
+    from runbook.settings import get_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        for name in ALERT_FLOWS:
+            flow = load_flow(name)
+            deployment = await flow.ato_deployment(name=get_settings().deployment_name)
+            await deployment.aapply()
+
+
+async def dedupe_outcome(db_url: str, api_url: str, accepted: int, timeout: float) -> Dedupe:
+    """Waits until the outbox has no pending dispatch, then counts runs per incident."""
+    from prefect.client.orchestration import PrefectClient
+
+    started = time.perf_counter()
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM runbook.outbox WHERE action = 'flow' AND done_at IS NULL"
+            )
+            pending = (await cur.fetchone() or (0,))[0]
+            if not pending or time.perf_counter() - started > timeout:
+                break
+            await asyncio.sleep(0.2)
+        dispatch_s = time.perf_counter() - started
+        cur = await conn.execute("SELECT id::text, alert_count FROM runbook.incidents")
+        incidents = {row[0]: row[1] for row in await cur.fetchall()}
+    runs: Counter[str] = Counter()
+    async with PrefectClient(api=api_url) as client:
+        offset = 0
+        while batch := await client.read_flow_runs(limit=200, offset=offset):
+            runs.update(r.idempotency_key for r in batch if r.idempotency_key)
+            offset += len(batch)
+    return Dedupe(
+        accepted=accepted,
+        incidents=len(incidents),
+        alerts_counted=sum(incidents.values()),
+        runs_per_incident=Counter(runs.get(i, 0) for i in incidents),
+        dispatch_s=dispatch_s,
+    )
+
+
+async def bench(args: argparse.Namespace, db_url: str) -> tuple[list[Result], Dedupe | None]:
     logs = Path(tempfile.mkdtemp(prefix="intake-bench-"))
     intake_port, bare_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_")}
@@ -253,6 +333,14 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         PREFECT_API_URL="",
         PYTHONPATH=str(ROOT),
     )
+    prefect = None
+    if args.dispatch:
+        from sandbox.local.prefect_server import LocalPrefectServer
+
+        prefect = LocalPrefectServer(logs / "prefect", ui=False)
+        prefect.start()
+        await deploy_alert_flows(prefect.api_url)
+        env.update(RUNBOOK_INTAKE_DISPATCH="true", **prefect.env())
     code = f"from intake.cli import run; run('127.0.0.1', {intake_port})"
     intake = process.spawn([sys.executable, "-c", code], env, logs / "intake.log")
     bare_code = (
@@ -267,7 +355,7 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
         intake_requests = build_requests(intake_port, 20_000)
         bare_requests = build_requests(bare_port, 2_000)
         c, s = args.connections, args.seconds
-        await closed_loop(intake_port, intake_requests, c, 2, "warm-up")  # opens incidents
+        warm = await closed_loop(intake_port, intake_requests, c, 2, "warm-up")  # opens them
         await closed_loop(bare_port, bare_requests, c, 1, "warm-up")
         results = []
         for n in range(1, args.rounds + 1):  # alternate, so drift in the machine hits both
@@ -277,10 +365,18 @@ async def bench(args: argparse.Namespace, db_url: str) -> list[Result]:
             intake_port, intake_requests, args.rate, s, max(c, 50),
             f"intake at {args.rate:,.0f}/s (open loop)",
         )  # fmt: skip
-        return [*results, fixed]
+        dedupe = None
+        if prefect is not None:
+            accepted = warm.statuses[202] + sum(
+                r.statuses[202] for r in [*results, fixed] if r.name.startswith("intake")
+            )
+            dedupe = await dedupe_outcome(db_url, prefect.api_url, accepted, timeout=120)
+        return [*results, fixed], dedupe
     finally:
         stop(intake)
         stop(bare)
+        if prefect is not None:
+            prefect.stop()
 
 
 def main() -> None:
@@ -295,6 +391,11 @@ def main() -> None:
     )
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    parser.add_argument(
+        "--dispatch",
+        action="store_true",
+        help="intake also dispatches to a local Prefect server; report runs per incident",
+    )
     args = parser.parse_args()
 
     admin = os.environ.get("RUNBOOK_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -302,7 +403,7 @@ def main() -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        results = asyncio.run(bench(args, admin.rsplit("/", 1)[0] + "/" + name))
+        results, dedupe = asyncio.run(bench(args, admin.rsplit("/", 1)[0] + "/" + name))
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -331,6 +432,8 @@ def main() -> None:
         f" {'met' if fixed.rate >= 990 and fixed.pct(0.99) <= 100 else 'NOT met'}"
         f" ({fixed.rate:,.0f}/s, p99 {fixed.pct(0.99):.1f} ms)"
     )
+    for line in dedupe.lines() if dedupe else []:
+        print(line)
 
 
 if __name__ == "__main__":
