@@ -5,6 +5,7 @@ PREFECT_HOME and friends are set here, before anything imports prefect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -42,10 +43,10 @@ def session_dir() -> Path:
     return _SESSION_DIR
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A throwaway database on the local PostgreSQL server, dropped at the end."""
-    name = f"runbook_test_{uuid.uuid4().hex[:10]}"
+@contextlib.contextmanager
+def throwaway_database(prefix: str = "runbook_test") -> Iterator[str]:
+    """A new, empty database on the local PostgreSQL server (its URL), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -53,6 +54,13 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL server, dropped at the end."""
+    with throwaway_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -3,28 +3,21 @@ applied by every later process with one read, and a newer file is still applied.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from runbook import opsdb
-from tests.conftest import PG_ADMIN_URL, _with_db
+from tests.conftest import throwaway_database
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def new_database() -> Iterator[str]:
-    name = f"runbook_opsdb_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_db(PG_ADMIN_URL, name)
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("runbook_opsdb") as url:
+        yield url
 
 
 def applied(url: str) -> list[str]:
