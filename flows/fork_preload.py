@@ -38,19 +38,26 @@ tls_context()
 
 
 @cache
-def _verifying_context(cafile: str) -> ssl.SSLContext:
+def _verifying_context_of(cafile: str, version: tuple[int, int]) -> ssl.SSLContext:
+    del version  # the cache key: a CA file rewritten in place is read again
     return ssl.create_default_context(cafile=cafile)
+
+
+def _verifying_context(cafile: str) -> ssl.SSLContext:
+    stat = os.stat(cafile)  # a missing file raises here as it would in ssl
+    return _verifying_context_of(cafile, (stat.st_mtime_ns, stat.st_size))
 
 
 class _SharedVerifyingContexts:
     """Stands in for the `ssl` module inside `prefect.client.orchestration`: the verifying
     context Prefect builds for every API client (`create_default_context(cafile=...)`, the CA
     bundle parsed again each time) is built once per CA file and shared, as runbook/tls.py does
-    for our own clients. A context is safe to share between clients; every Prefect client in a
-    process has the same HTTP/2 setting, so httpcore sets the same ALPN list on it. Every other
-    call — the unverified context of `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`, which Prefect
-    then modifies — goes to the real module. A CA file changed on disk is read again by the
-    next `runbook serve` (the fork server lives as long as it does)."""
+    for our own clients. A context is safe to share between clients: the clients Prefect's
+    engine makes all have the settings' HTTP/2 setting, so httpcore sets the same ALPN list on
+    it before each connection (no client here passes `httpx_settings`, e.g. a client certificate,
+    that would change a shared context). Every other call — the unverified context of
+    `PREFECT_API_TLS_INSECURE_SKIP_VERIFY`, which Prefect then modifies — goes to the real
+    module. A CA file rewritten on disk (another modification time or size) is read again."""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(ssl, name)
@@ -99,8 +106,24 @@ def _as_the_runner_sends_it(settings: Settings) -> dict[str, str]:
     }
 
 
+def _config_files(settings: Settings) -> tuple[tuple[str, int, int] | None, ...]:
+    """The files Prefect reads settings from besides the environment — the profiles file and,
+    in the working directory, `.env`, `prefect.toml`, `pyproject.toml` — as (path, modification
+    time, size): a change to any of them makes a run build its settings again, as before."""
+    state: list[tuple[str, int, int] | None] = []
+    for path in (settings.profiles_path, ".env", "prefect.toml", "pyproject.toml"):
+        try:
+            stat = os.stat(path)
+        except OSError:
+            state.append(None)
+        else:
+            state.append((os.path.abspath(path), stat.st_mtime_ns, stat.st_size))
+    return tuple(state)
+
+
 _SETTINGS = Settings()
 _SAME_ENVIRONMENTS = (_prefect_environment(), _as_the_runner_sends_it(_SETTINGS))
+_SAME_FILES = _config_files(_SETTINGS)
 # what the runner's serialized context holds when its settings are these (compared, not rebuilt)
 _SERIALIZED = SettingsContext(
     profile=get_settings_context().profile, settings=_SETTINGS
@@ -108,8 +131,11 @@ _SERIALIZED = SettingsContext(
 
 
 def settings_for_this_run() -> Settings:
-    """The fork server's settings when this run's environment would build the same, else new."""
-    return _SETTINGS if _prefect_environment() in _SAME_ENVIRONMENTS else Settings()
+    """The fork server's settings when this run's environment and Prefect's config files would
+    build the same, else new ones."""
+    if _prefect_environment() in _SAME_ENVIRONMENTS and _config_files(_SETTINGS) == _SAME_FILES:
+        return _SETTINGS
+    return Settings()
 
 
 def without_same_settings(

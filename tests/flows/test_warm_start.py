@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,18 @@ from flows import warm_start
 from tests.flows.warm_probe import warm_probe
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def prefects_own_client_tls() -> Iterator[None]:
+    """Importing `flows.fork_preload` points Prefect's clients at shared TLS contexts (it is meant
+    for the fork server); give this test worker Prefect's own back afterwards."""
+    import ssl
+
+    import prefect.client.orchestration as orchestration
+
+    yield
+    orchestration.ssl = ssl  # type: ignore[attr-defined]
 
 
 async def run_warm(
@@ -116,6 +129,23 @@ def test_a_forked_run_reuses_the_fork_servers_prefect_settings_only_for_the_same
     assert own is not built and own.logging.level == level
 
 
+def test_a_forked_run_builds_its_settings_again_after_a_prefect_config_file_changed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib
+
+    from flows import fork_preload
+
+    monkeypatch.chdir(tmp_path)  # `runbook serve` started here, no prefect.toml yet
+    importlib.reload(fork_preload)
+    built = fork_preload.settings_for_this_run()
+    assert fork_preload.settings_for_this_run() is built
+    retries = built.tasks.default_retries + 7
+    (tmp_path / "prefect.toml").write_text(f"[tasks]\ndefault_retries = {retries}\n")
+    own = fork_preload.settings_for_this_run()
+    assert own is not built and own.tasks.default_retries == retries, "the file was not read"
+
+
 def test_a_forked_run_builds_its_settings_from_the_runners_context_only_when_they_differ(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -165,7 +195,31 @@ def test_prefect_api_clients_in_a_forked_run_share_one_verifying_tls_context() -
 
     with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
         insecure = PrefectClient("https://prefect.example/api")
-    assert (
-        context(insecure) is not context(first) and context(insecure).verify_mode is ssl.CERT_NONE
-    )
+    assert context(insecure) is not context(first)
+    assert context(insecure).verify_mode is ssl.CERT_NONE
     assert context(first).verify_mode is ssl.CERT_REQUIRED, "the shared context stays verifying"
+
+
+def test_a_rewritten_ca_file_is_read_again_by_the_next_prefect_client(tmp_path: Path) -> None:
+    import ssl
+
+    import certifi
+    from prefect.client.orchestration import PrefectClient
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE, temporary_settings
+
+    from flows import fork_preload
+
+    fork_preload.shared_prefect_client_tls()
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text(Path(certifi.where()).read_text())
+
+    def context() -> ssl.SSLContext:
+        with temporary_settings({PREFECT_API_SSL_CERT_FILE: str(bundle)}):
+            client = PrefectClient("https://prefect.example/api")
+        return client._client._transport._pool._ssl_context  # type: ignore[attr-defined,no-any-return]
+
+    first = context()
+    assert context() is first
+    with bundle.open("a") as f:  # the operator rotates the CA bundle in place
+        f.write("\n")
+    assert context() is not first, "the old CA bundle stayed in use"
