@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -87,10 +88,10 @@ def shared_prefect_client_tls() -> None:
 shared_prefect_client_tls()
 
 
-def _prefect_environment() -> dict[str, str]:
-    """What Prefect's settings are read from in the environment (`PREFECT__*` are the engine's
+def _prefect_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What Prefect's settings are read from in an environment (`PREFECT__*` are the engine's
     per-run variables, not settings)."""
-    return {k: v for k, v in os.environ.items() if k.startswith("PREFECT_") and k[8:9] != "_"}
+    return {k: v for k, v in environ.items() if k.startswith("PREFECT_") and k[8:9] != "_"}
 
 
 def _as_the_runner_sends_it(settings: Settings) -> dict[str, str]:
@@ -98,12 +99,7 @@ def _as_the_runner_sends_it(settings: Settings) -> dict[str, str]:
     are these: the runner exports every setting that is set (from the environment *or* the
     active profile, e.g. the default profile's `PREFECT_SERVER_EPHEMERAL_ENABLED`) under its
     own environment (`run_flow_in_forkserver`'s `merged_env`)."""
-    exported = settings.to_environment_variables(exclude_unset=True)
-    return {
-        k: v
-        for k, v in (exported | dict(os.environ)).items()
-        if k.startswith("PREFECT_") and k[8:9] != "_"
-    }
+    return _prefect_environment(settings.to_environment_variables(exclude_unset=True) | os.environ)
 
 
 def _config_files(settings: Settings) -> tuple[tuple[str, int, int] | None, ...]:
