@@ -35,8 +35,15 @@ def project_keys(sb: SandboxHandle) -> list[dict[str, object]]:
 
 
 def chat_status(sb: SandboxHandle) -> int:
+    """The app's answer to a chat. The sandbox fails 0.1 % of healthy requests on purpose
+    ("application: upstream timeout", sandbox/behaviour.py): that one is asked again, so only
+    an answer about the key (or anything else) counts."""
     url = f"{sb.env['RUNBOOK_API_URL']}/v1/chat"
-    return httpx.post(url, json={"intent": "product_question"}, timeout=10).status_code
+    for _ in range(3):
+        answer = httpx.post(url, json={"intent": "product_question"}, timeout=10)
+        if answer.status_code != 500 or "upstream timeout" not in answer.text:
+            break
+    return answer.status_code
 
 
 async def approve(sb: SandboxHandle, gate: str, why: str) -> None:
